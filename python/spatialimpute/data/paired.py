@@ -1,0 +1,100 @@
+"""The aligned spatial + reference pair every method works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class PairedData:
+    """Spatial cells and reference cells aligned on one gene order.
+
+    Built by :func:`spatialimpute._validation.prepare_pair`; every array is a fresh copy,
+    never the caller's. Columns of the reference matrices are ``feature_genes`` followed by
+    ``target_genes``.
+
+    Attributes
+    ----------
+    cell_names
+        Spatial cell names in the caller's order.
+    feature_genes
+        Panel genes used as model input (measured in both datasets, not a target).
+    target_genes
+        Genes to impute, in the caller's order.
+    spatial_X
+        Log-normalised spatial expression of the feature genes, float32 (cells x features).
+    spatial_counts
+        Raw spatial values of the feature genes, float32.
+    spatial_library_size
+        Per-cell library size used for normalisation (all genes of the spatial object).
+    reference_X
+        Log-normalised reference expression, float32 (reference cells x (features + targets)).
+    reference_counts
+        Raw reference values, float32, same columns.
+    reference_library_size
+        Per-cell library size of the reference (all of its genes).
+    coords
+        Spatial coordinates, float64 (cells x dims).
+    target_in_panel
+        Boolean per target gene: measured in the spatial object but held out from the model's
+        input (a validation target).
+    spatial_labels, reference_labels
+        Cell labels with one shared category list, or ``None``.
+    normalization
+        What was done to the inputs (recorded in the result's provenance).
+    """
+
+    cell_names: pd.Index
+    feature_genes: list[str]
+    target_genes: list[str]
+    spatial_X: np.ndarray
+    spatial_counts: np.ndarray
+    spatial_library_size: np.ndarray
+    reference_X: np.ndarray
+    reference_counts: np.ndarray
+    reference_library_size: np.ndarray
+    coords: np.ndarray
+    target_in_panel: np.ndarray
+    spatial_labels: pd.Categorical | None = None
+    reference_labels: pd.Categorical | None = None
+    normalization: dict = field(default_factory=dict)
+
+    @property
+    def n_cells(self) -> int:
+        """Number of spatial cells."""
+        return self.spatial_X.shape[0]
+
+    @property
+    def n_reference(self) -> int:
+        """Number of reference cells."""
+        return self.reference_X.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature (panel) genes."""
+        return len(self.feature_genes)
+
+    @property
+    def n_targets(self) -> int:
+        """Number of genes to impute."""
+        return len(self.target_genes)
+
+    @property
+    def reference_features(self) -> np.ndarray:
+        """Reference expression of the feature genes (a view)."""
+        return self.reference_X[:, : self.n_features]
+
+    @property
+    def reference_targets(self) -> np.ndarray:
+        """Reference expression of the target genes (a view)."""
+        return self.reference_X[:, self.n_features :]
+
+    @property
+    def label_categories(self) -> list[str] | None:
+        """The shared label vocabulary, or ``None`` without labels."""
+        if self.reference_labels is None:
+            return None
+        return list(self.reference_labels.categories)
