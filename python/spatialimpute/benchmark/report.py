@@ -1,0 +1,298 @@
+"""Run a benchmark end to end and write its report files (CSV, JSON, markdown, PNG)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .cv import CVResult, cross_validate
+from .shared_data import dataset_paths
+
+__all__ = ["run_benchmark", "write_report", "markdown_table", "spcc_figure", "OUTPUT_FILES"]
+
+#: Files written by :func:`write_report` (predictions add ``predictions_<method>.h5ad``).
+OUTPUT_FILES = {
+    "gene_metrics": "gene_metrics.csv",
+    "cell_metrics": "cell_metrics.csv",
+    "summary_json": "summary.json",
+    "summary_md": "summary.md",
+    "figure": "spcc.png",
+}
+
+
+def _default_mode() -> int:
+    """Permissions a plainly created file would get (0o666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _atomic_write_h5ad(path: Path, adata) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".h5ad", dir=path.parent)
+    os.close(fd)
+    try:
+        adata.write_h5ad(tmp)
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(summary: dict) -> str:
+    """Render a benchmark summary (:attr:`CVResult.summary`) as a markdown report.
+
+    One row per method: mean SPCC/PCC/SSIM/RMSE/JS/CSS over genes (medians in a second
+    table), clustering agreement (ARI/NMI of the imputed vs the measured Leiden clusters and
+    vs annotated cell types when present), reliability calibration, total time and peak memory.
+    """
+    proto = summary["protocol"]
+    machine = summary["machine"]
+    lines = [
+        f"# Benchmark: {summary.get('dataset') or 'custom pair'}",
+        "",
+        f"Leave-genes-out CV ({proto['n_folds']} folds, KFold random_state={proto['fold_seed']}, "
+        f"method seed {proto['seed']}): {proto['n_spatial_cells']} spatial cells, "
+        f"{proto['n_shared_genes']} shared genes, {proto['n_reference_cells']} reference cells.",
+        f"Machine: {machine.get('device_name') or machine.get('cpu_model')} (device {machine.get('device')}), "
+        f"{machine.get('cpu_usable')} usable CPUs, torch threads {machine.get('torch_threads')}.",
+        "",
+    ]
+    has_labels = proto.get("labels_key") is not None
+    for stat in ("mean", "median"):
+        header = ["method", "SPCC", "PCC", "SSIM", "RMSE", "JS", "CSS gene", "CSS cell"]
+        if stat == "mean":
+            header += ["ARI vs measured", "NMI vs measured"]
+            if has_labels:
+                header += [f"ARI vs {proto['labels_key']}", f"NMI vs {proto['labels_key']}"]
+            header += ["calib. rho", "time (s)", "peak RSS (MiB)", "peak GPU (MiB)"]
+        lines += [f"## {stat.capitalize()} over genes / cells", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name, m in summary["methods"].items():
+            gm, cm = m["gene_metrics"], m["cell_metrics"]
+            row = [name] + [_fmt(gm[k][stat]) for k in ("spcc", "pcc", "ssim", "rmse", "js", "css_gene")]
+            row.append(_fmt(cm["css_cell"][stat]))
+            if stat == "mean":
+                cl = m.get("clustering") or {}
+                ivm = cl.get("imputed_vs_measured") or {}
+                row += [_fmt(ivm.get("ari")), _fmt(ivm.get("nmi"))]
+                if has_labels:
+                    ivl = cl.get("imputed_vs_labels") or {}
+                    row += [_fmt(ivl.get("ari")), _fmt(ivl.get("nmi"))]
+                cost = m["cost"]
+                row += [_fmt(m["calibration"].get("spearman")), _fmt(cost["total_wall_s"], 1),
+                        _fmt(cost["peak_rss_mib"], 0), _fmt(cost.get("peak_gpu_mib"), 0)]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    undefined = {n: m["n_undefined"] for n, m in summary["methods"].items() if any(m["n_undefined"].values())}
+    if undefined:
+        lines += ["Undefined correlations/cosines (constant or all-zero vectors) counted as 0: "
+                  + "; ".join(f"{n}: " + ", ".join(f"{k}={v}" for k, v in u.items() if v) for n, u in undefined.items()),
+                  ""]
+    lines += ["Calibration: Spearman(reliability, spcc) over genes; mean spcc of the top half of genes by "
+              "reliability vs all genes:", ""]
+    for name, m in summary["methods"].items():
+        cal = m["calibration"]
+        lines.append(f"- {name}: rho {_fmt(cal.get('spearman'))}, top half {_fmt(cal.get('mean_spcc_top_half'))} "
+                     f"vs all {_fmt(cal.get('mean_spcc_all'))}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def spcc_figure(result: CVResult) -> bytes:
+    """PNG bytes: per-gene SPCC distribution per method (box + points) and reliability vs SPCC."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    methods = list(result.gene_scores)
+    fig = Figure(figsize=(4 + 1.2 * len(methods) + 4.5, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax_box, ax_rel = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1 + 0.4 * len(methods), 1.6]})
+    data = [result.gene_scores[m]["spcc"].to_numpy() for m in methods]
+    ax_box.boxplot(data, showfliers=False)
+    ax_box.set_xticks(np.arange(1, len(methods) + 1), methods)
+    rng = np.random.default_rng(0)
+    for i, values in enumerate(data, start=1):
+        ax_box.scatter(i + rng.uniform(-0.15, 0.15, values.size), values, s=8, alpha=0.5, color="tab:blue")
+    ax_box.axhline(0.0, color="grey", lw=0.8, ls="--")
+    ax_box.set_ylabel("per-gene SPCC (held-out)")
+    ax_box.set_title(f"{result.summary.get('dataset') or 'benchmark'}: SPCC per gene")
+    any_rel = False
+    for m in methods:
+        df = result.gene_scores[m]
+        ok = np.isfinite(df["reliability"].to_numpy())
+        if ok.any():
+            any_rel = True
+            rho = result.calibration[m].get("spearman")
+            ax_rel.scatter(df["reliability"][ok], df["spcc"][ok], s=10, alpha=0.7,
+                           label=f"{m} (rho {rho:.2f})" if rho is not None else m)
+    if any_rel:
+        ax_rel.legend(fontsize=8)
+    else:
+        ax_rel.text(0.5, 0.5, "no reliability scores", ha="center", va="center", transform=ax_rel.transAxes)
+    ax_rel.set_xlabel("reliability")
+    ax_rel.set_ylabel("SPCC")
+    ax_rel.set_title("calibration")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def write_report(result: CVResult, out, *, save_predictions: bool = False) -> dict:
+    """Write the report files of a :class:`CVResult` into directory ``out`` (created).
+
+    Files (each written atomically: temp file + ``os.replace``): ``gene_metrics.csv``
+    (long format, one row per method and gene), ``cell_metrics.csv`` (one row per method and
+    cell), ``summary.json``, ``summary.md`` (markdown tables), ``spcc.png`` (figure), and with
+    ``save_predictions`` one ``predictions_<method>.h5ad`` per method.
+
+    Returns
+    -------
+    dict
+        Output kind -> path written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {kind: out / name for kind, name in OUTPUT_FILES.items()}
+    if save_predictions:
+        for m in result.predictions:
+            files[f"predictions_{m}"] = out / f"predictions_{m}.h5ad"
+    summary = dict(result.summary)
+    summary["outputs"] = {k: str(v) for k, v in files.items()}
+    _atomic_write_text(files["gene_metrics"], result.gene_table().to_csv(index=False))
+    _atomic_write_text(files["cell_metrics"], result.cell_table().to_csv(index=False))
+    _atomic_write_text(files["summary_json"], json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    _atomic_write_text(files["summary_md"], markdown_table(summary))
+    _atomic_write_bytes(files["figure"], spcc_figure(result))
+    if save_predictions:
+        for m, adata in result.predictions.items():
+            _atomic_write_h5ad(files[f"predictions_{m}"], adata)
+    return files
+
+
+def run_benchmark(
+    dataset: str | None = None,
+    *,
+    spatial=None,
+    reference=None,
+    methods=("knn",),
+    out=None,
+    n_folds: int = 5,
+    seed: int = 0,
+    device="auto",
+    data_dir=None,
+    method_params=None,
+    layer: str | None = None,
+    spatial_key: str = "spatial",
+    labels_key: str | None = "cell_type",
+    clustering: bool = True,
+    save_predictions: bool = False,
+) -> CVResult:
+    """Cross-validate methods on a paired dataset and (optionally) write the report.
+
+    Parameters
+    ----------
+    dataset
+        Name of a pair in the data directory (``<data_dir>/<name>/{spatial,scrna}.h5ad``);
+        give either this or both ``spatial`` and ``reference``.
+    spatial, reference
+        ``.h5ad`` paths or AnnData objects (raw counts; coordinates in
+        ``spatial.obsm[spatial_key]``).
+    methods
+        Method names (comma-separated string or sequence) or BaseImputer subclasses.
+    out
+        Output directory for the report files (see :func:`write_report`); ``None`` writes
+        nothing.
+    n_folds, seed, device, method_params, layer, spatial_key, labels_key, clustering
+        As in :func:`~spatialimpute.benchmark.cv.cross_validate`.
+    data_dir
+        Directory of the datasets; default ``$SPATIALIMPUTE_DATA_DIR`` or ``../shared/data``
+        (see :func:`~spatialimpute.benchmark.shared_data.default_data_dir`).
+    save_predictions
+        Also write each method's assembled prediction as ``.h5ad``.
+
+    Returns
+    -------
+    CVResult
+        With ``summary["outputs"]`` listing the files written (when ``out`` is given).
+    """
+    import anndata
+
+    from .._validation import SpatialImputeInputError
+
+    if dataset is not None and (spatial is not None or reference is not None):
+        raise SpatialImputeInputError(
+            "dataset", "either a dataset name or spatial + reference", "both",
+            "pass --dataset NAME alone, or --spatial FILE --reference FILE",
+        )
+    if dataset is not None:
+        spatial_path, reference_path = dataset_paths(dataset, data_dir)
+        spatial, reference = anndata.read_h5ad(spatial_path), anndata.read_h5ad(reference_path)
+    elif spatial is None or reference is None:
+        raise SpatialImputeInputError(
+            "spatial", "a dataset name, or both spatial and reference", "neither a dataset nor both files",
+            "pass --dataset NAME (see the list of datasets) or --spatial FILE --reference FILE",
+        )
+    else:
+        spatial = _read(spatial, "spatial")
+        reference = _read(reference, "reference")
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    result = cross_validate(
+        spatial, reference, methods=methods, n_folds=n_folds, seed=seed, device=device,
+        method_params=method_params, layer=layer, spatial_key=spatial_key, labels_key=labels_key,
+        clustering=clustering, dataset=dataset,
+    )
+    if out is not None:
+        files = write_report(result, out, save_predictions=save_predictions)
+        result.summary["outputs"] = {k: str(v) for k, v in files.items()}
+    return result
+
+
+def _read(obj, argument: str):
+    import anndata
+
+    from .._validation import SpatialImputeInputError
+
+    if isinstance(obj, anndata.AnnData):
+        return obj
+    path = Path(obj)
+    if not path.is_file():
+        raise SpatialImputeInputError(
+            argument, "an existing .h5ad file or an AnnData", f"no file at {str(path)!r}", "check the path",
+        )
+    return anndata.read_h5ad(path)
