@@ -1,0 +1,80 @@
+"""Figures: measured vs imputed expression on the tissue."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def spatial_maps(measured, imputed, genes, *, coords=None, point_size: float | None = None, title: str | None = None):
+    """Side-by-side tissue maps of measured and imputed expression for a few genes.
+
+    Parameters
+    ----------
+    measured
+        AnnData with the measured (or true) log-normalised expression of ``genes``, or
+        ``None`` to show the imputed maps only.
+    imputed
+        Result AnnData of :func:`spatialimpute.impute` (coordinates in ``obsm["spatial"]``,
+        reliability in ``var``).
+    genes
+        Genes to show (one row each).
+    coords
+        Coordinates to plot at; default ``imputed.obsm["spatial"]``.
+    point_size
+        Marker size; default scaled to the number of cells.
+    title
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from scipy.stats import spearmanr
+
+    genes = list(genes)
+    xy = np.asarray(imputed.obsm["spatial"] if coords is None else coords)
+    size = point_size if point_size is not None else float(np.clip(20000 / max(len(xy), 1), 0.5, 30))
+    n_cols = 1 if measured is None else 2
+    fig, axes = plt.subplots(len(genes), n_cols, figsize=(4.2 * n_cols, 3.6 * len(genes)), squeeze=False)
+    for row, gene in enumerate(genes):
+        pred = np.asarray(imputed[:, gene].X).ravel()
+        panels = [("imputed", pred)]
+        if measured is not None:
+            meas = measured[imputed.obs_names, gene].X
+            meas = np.asarray(meas.toarray() if hasattr(meas, "toarray") else meas).ravel()
+            panels.insert(0, ("measured", meas))
+        for col, (label, values) in enumerate(panels):
+            ax = axes[row, col]
+            order = np.argsort(values, kind="stable")
+            sc = ax.scatter(xy[order, 0], xy[order, 1], c=values[order], s=size, cmap="viridis", linewidths=0)
+            name = f"{gene}: {label}"
+            if label == "imputed":
+                rel = imputed.var.loc[gene, "reliability"] if "reliability" in imputed.var else np.nan
+                name += f" (reliability {rel:.2f})" if np.isfinite(rel) else ""
+                if measured is not None:
+                    rho = spearmanr(panels[0][1], values)[0]
+                    name += f"\nSpearman vs measured {0.0 if np.isnan(rho) else rho:.2f}"
+            ax.set_title(name, fontsize=9)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(sc, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path) -> None:
+    """Save a matplotlib figure to ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from ._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=str(path).rsplit(".", 1)[-1])
+    plt.close(fig)
