@@ -83,19 +83,15 @@ def cmd_impute(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from .benchmark import run_benchmark
+    from .benchmark import markdown_table, run_benchmark
 
-    given_files = bool(args.spatial or args.reference)
-    if bool(args.dataset) == given_files or (given_files and not (args.spatial and args.reference)):
-        raise SpatialImputeInputError("--dataset/--spatial/--reference", "either --dataset NAME or both --spatial and --reference",
-                                      f"dataset={args.dataset!r}, spatial={args.spatial!r}, reference={args.reference!r}",
-                                      "give a dataset name, or both files")
-    summary = run_benchmark(
-        dataset=args.dataset, spatial=args.spatial, reference=args.reference,
-        methods=[m.strip() for m in args.methods.split(",") if m.strip()], out_dir=args.out, n_folds=args.folds,
-        seed=args.seed, device=args.device, data_dir=args.data_dir, num_threads=args.threads,
+    settings.num_threads = args.threads
+    result = run_benchmark(
+        dataset=args.dataset, spatial=args.spatial, reference=args.reference, methods=args.methods,
+        out=args.out, n_folds=args.folds, seed=args.seed, device=args.device, data_dir=args.data_dir,
     )
-    print(summary["markdown"] if isinstance(summary, dict) and "markdown" in summary else f"results in {args.out}")
+    print(markdown_table(result.summary))
+    print(f"results in {args.out}/")
     return 0
 
 
