@@ -1,0 +1,158 @@
+"""Cell graphs for STGNET stage 5: a spatial radius graph whose radius gives a target mean
+degree, a cosine feature kNN graph, and row-normalised sparse propagation matrices.
+
+All graphs are scipy CSR matrices (0/1, symmetric, no self loops); memory is O(edges).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+
+def _check_coords(coords: np.ndarray) -> np.ndarray:
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[0] < 2 or not np.isfinite(coords).all():
+        raise ValueError(
+            "coords: expected a finite (n_cells >= 2, n_dims) array; "
+            f"found shape {coords.shape}{'' if np.isfinite(coords).all() else ' with NaN/Inf'}"
+        )
+    return coords
+
+
+def radius_for_mean_degree(coords: np.ndarray, target_degree: float = 4.0) -> float:
+    """Radius ``r`` such that connecting cells closer than ``r`` gives mean degree ~ target.
+
+    The mean degree at radius ``r`` is ``#{ordered pairs i != j : d_ij < r} / N``. It is read
+    off the sorted k-nearest-neighbour distances (exact while no cell has more than ``k``
+    neighbours inside ``r``; ``k`` grows until that holds). ``r`` is placed halfway between
+    the ``m``-th and ``(m+1)``-th smallest pair distance, ``m = round(target * N)``.
+
+    Parameters
+    ----------
+    coords
+        Cell coordinates ``(N, d)`` in raw units.
+    target_degree
+        Wanted mean number of neighbours (paper: about 4).
+
+    Returns
+    -------
+    float
+        The radius.
+    """
+    coords = _check_coords(coords)
+    n = coords.shape[0]
+    if not (0 < target_degree < n - 1):
+        raise ValueError(f"target_degree: expected a value in (0, n_cells - 1) = (0, {n - 1}); found {target_degree}")
+    tree = cKDTree(coords)
+    m = int(round(target_degree * n))
+    k = int(min(n - 1, max(16, math.ceil(4 * target_degree))))
+    while True:
+        dist, _ = tree.query(coords, k=k + 1)
+        d = np.sort(dist[:, 1:].ravel())
+        lo = d[m - 1]
+        hi = d[m] if m < d.size else lo * 1.0001 + 1e-12
+        r = 0.5 * (lo + hi) if hi > lo else float(np.nextafter(lo, np.inf))
+        # exact when every cell's k-th neighbour lies at or beyond r
+        if k >= n - 1 or (dist[:, -1] >= r).all():
+            return float(r)
+        k = min(n - 1, 2 * k)
+
+
+def radius_graph(coords: np.ndarray, radius: float) -> sp.csr_matrix:
+    """Symmetric 0/1 graph connecting cells with Euclidean distance ``< radius`` (no self loops)."""
+    coords = _check_coords(coords)
+    if not (radius > 0 and np.isfinite(radius)):
+        raise ValueError(f"radius: expected a positive finite number; found {radius}")
+    n = coords.shape[0]
+    pairs = cKDTree(coords).query_pairs(r=radius, output_type="ndarray")
+    if pairs.size:
+        d = np.linalg.norm(coords[pairs[:, 0]] - coords[pairs[:, 1]], axis=1)
+        pairs = pairs[d < radius]  # query_pairs uses <=; the rule is strict
+    rows = np.concatenate([pairs[:, 0], pairs[:, 1]]) if pairs.size else np.zeros(0, dtype=np.int64)
+    cols = np.concatenate([pairs[:, 1], pairs[:, 0]]) if pairs.size else np.zeros(0, dtype=np.int64)
+    g = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n, n))
+    g.sum_duplicates()
+    g.data[:] = 1.0
+    return g
+
+
+def spatial_radius_graph(coords: np.ndarray, target_degree: float = 4.0) -> tuple[sp.csr_matrix, float]:
+    """Radius graph with the radius chosen by :func:`radius_for_mean_degree`.
+
+    Returns
+    -------
+    graph, radius
+    """
+    r = radius_for_mean_degree(coords, target_degree)
+    return radius_graph(coords, r), r
+
+
+def cosine_knn_indices(X: np.ndarray, k: int, *, device=None, max_block_entries: int = 1 << 24) -> np.ndarray:
+    """Indices of the ``k`` most cosine-similar other rows of ``X`` (self excluded).
+
+    Computed in row blocks (at most ``max_block_entries`` similarities held at once) with
+    torch, on ``device`` when given. All-zero rows have cosine 0 to every row.
+    """
+    import torch
+
+    X = np.asarray(X, dtype=np.float32)
+    n = X.shape[0]
+    if not (1 <= k < n):
+        raise ValueError(f"k: expected 1 <= k < n_cells = {n}; found {k}")
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    t = torch.from_numpy(X).to(dev)
+    t = t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    block = max(1, min(n, max_block_entries // n))
+    out = torch.empty((n, k), dtype=torch.int64, device=dev)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        sim = t[start:stop] @ t.T
+        sim[torch.arange(stop - start, device=dev), torch.arange(start, stop, device=dev)] = -float("inf")
+        out[start:stop] = sim.topk(k, dim=1).indices
+    return out.cpu().numpy()
+
+
+def feature_knn_graph(X: np.ndarray, k: int = 5, *, device=None) -> sp.csr_matrix:
+    """Cosine kNN graph on the rows of ``X``, symmetrised by element-wise max (0/1, no self
+    loops). Paper: ``k = 5``."""
+    idx = cosine_knn_indices(X, k, device=device)
+    n = idx.shape[0]
+    rows = np.repeat(np.arange(n), k)
+    g = sp.csr_matrix((np.ones(n * k, dtype=np.float32), (rows, idx.ravel())), shape=(n, n))
+    g = g.maximum(g.T).tocsr()
+    g.data[:] = 1.0
+    return g
+
+
+def row_normalized_propagation(graph: sp.spmatrix, *, device=None, dtype=None):
+    """Sparse torch tensor ``D^-1 (A + I)`` (row normalisation, as in the original code).
+
+    Parameters
+    ----------
+    graph
+        Square 0/1 adjacency (scipy sparse), no self loops needed.
+    device, dtype
+        Torch placement (default CPU, float32).
+
+    Returns
+    -------
+    torch.Tensor
+        Sparse COO tensor (N x N), coalesced.
+    """
+    import torch
+
+    a = sp.csr_matrix(graph, dtype=np.float64)
+    if a.shape[0] != a.shape[1]:
+        raise ValueError(f"graph: expected a square matrix; found shape {a.shape}")
+    a = a + sp.eye(a.shape[0], dtype=np.float64, format="csr")
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    a = sp.diags(1.0 / deg) @ a
+    coo = a.tocoo()
+    idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    val = torch.from_numpy(coo.data.astype(np.float32))
+    t = torch.sparse_coo_tensor(idx, val, a.shape, dtype=dtype or torch.float32).coalesce()
+    return t.to(device) if device is not None else t

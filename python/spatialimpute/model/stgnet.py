@@ -1,0 +1,569 @@
+"""STGNET: multi-stage WGAN-GP imputation with multi-view GCN refinement (ALGORITHMS.md
+Part A, with the project's decisions: shared label vocabulary, no test-set leakage, panel
+extension, presets).
+
+Scale conventions
+-----------------
+STGNET works internally on its own scale: per cell, counts / library size * 1e4, log1p,
+then divided by the cell's maximum over the genes it sees, so values lie in [0, 1] (every
+generator ends in a sigmoid). For a spatial cell the maximum is taken over the *feature*
+(panel) genes only (the original took it over held-out genes too: a leak). A value ``v``
+on this scale is mapped back to the project's log-normalised scale per cell by inverting
+these steps exactly: ``log1p(expm1(v * cell_max) * median_library_size / 1e4)``. Because the
+inversion is per cell, cell-to-cell differences in depth are restored, which per-gene
+Spearman/Pearson scores are sensitive to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from .._settings import derive_seed, progress
+from .._validation import SpatialImputeInputError, check_choice
+from ..data.labels import shared_label_codes, transfer_labels
+from ..data.spatial_graph import feature_knn_graph, radius_for_mean_degree, radius_graph, row_normalized_propagation
+from ..module import stgnet as S
+from ..nn.critics import ConvCritic
+from ..nn.gcn import MultiViewGCN
+from ..nn.generators import ConvDataGenerator
+from ..nn.unet import UNetImputer
+from ._base import BaseImputer
+
+#: Hyper-parameters fixed by each preset (user values override them).
+PRESETS: dict[str, dict] = {
+    "paper": {
+        "g1_channels": [512, 256, 128, 64, 32],
+        "g1_bn_eps_quirk": True,
+        "critic_map": 64,
+        "unet_map": 128,
+        "unet_ngf": 64,
+        "unet_levels": 5,
+        "s1_epochs": 500,
+        "s2_epochs": 500,
+        "s3_epochs": 500,
+        "batch_size": 100,
+        "n_critic": 5,
+        "s1_lr": 1e-4,
+        "s2_lr": 1e-5,
+        "s3_lr": 1e-5,
+        "s3_update_every": 5,
+        "s3_critic": True,
+    },
+    "fast": {
+        "g1_channels": [64, 32, 16],
+        "g1_bn_eps_quirk": True,
+        "critic_map": 16,
+        "unet_map": 32,
+        "unet_ngf": 16,
+        "unet_levels": 4,
+        "s1_epochs": 30,
+        "s2_epochs": 30,
+        "s3_epochs": 30,
+        "batch_size": 100,
+        "n_critic": 5,
+        "s1_lr": 1e-3,
+        "s2_lr": 1e-3,
+        "s3_lr": 1e-3,
+        "s3_update_every": 1,
+        "s3_critic": False,
+    },
+}
+
+_PRESET_KEYS = tuple(PRESETS["paper"])
+
+# Stages 1-2 see only the reference: trained once per (reference, labels, params, seed) in a
+# process and reused across CV folds. Small LRU; state dicts are kept on the CPU.
+_REFERENCE_CACHE: "OrderedDict[str, dict]" = OrderedDict()
+_REFERENCE_CACHE_SIZE = 4
+
+
+def clear_reference_cache() -> None:
+    """Forget the stage 1-2 networks cached in this process."""
+    _REFERENCE_CACHE.clear()
+
+
+def stgnet_scale(counts: np.ndarray, library_size: np.ndarray, max_cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """STGNET's input scale: CP10k, log1p, divide by the per-cell maximum.
+
+    Parameters
+    ----------
+    counts
+        Cells x genes raw values.
+    library_size
+        Per-cell library size (over all genes of the object).
+    max_cols
+        Columns the per-cell maximum is taken over (default all).
+
+    Returns
+    -------
+    scaled, cell_max
+        Scaled values (float32; may exceed 1 outside ``max_cols``) and the per-cell maximum
+        of ``log1p(CP10k)`` (1 where a cell has nothing, to avoid division by zero).
+    """
+    lib = np.asarray(library_size, dtype=np.float64)
+    lib = np.where(lib > 0, lib, 1.0)
+    logn = np.log1p(np.asarray(counts, dtype=np.float64) / lib[:, None] * 1e4)
+    sub = logn if max_cols is None else logn[:, max_cols]
+    cell_max = sub.max(axis=1) if sub.shape[1] else np.ones(logn.shape[0])
+    cell_max = np.where(cell_max > 0, cell_max, 1.0)
+    return (logn / cell_max[:, None]).astype(np.float32), cell_max
+
+
+def stgnet_unscale(values: np.ndarray, cell_max: np.ndarray, median_library_size: float) -> np.ndarray:
+    """Map STGNET-scale values back to the project's log-normalised scale (per cell)."""
+    logn = np.asarray(values, dtype=np.float64) * cell_max[:, None]
+    return np.log1p(np.expm1(np.clip(logn, 0.0, None)) * (median_library_size / 1e4)).astype(np.float32)
+
+
+class STGNET(BaseImputer):
+    """STGNET imputation (multi-stage WGAN-GP + multi-view GCN refinement).
+
+    Stage 1 trains a label-conditional generator on the reference, stage 2 a U-Net imputer
+    on the reference (entries ``x = 0`` are treated as missing), stage 3 a spatial U-Net
+    imputer conditioned on labels and coordinates, taught by the frozen stage-2 imputer
+    (observed genes keep their values; held-out and panel-extension genes get mask 0),
+    stage 4 runs it on every spatial cell and stage 5 refines the result with two GCNs
+    (spatial radius graph, cosine feature kNN graph), attention fusion and a ZINB decoder.
+
+    Parameters
+    ----------
+    spatial, reference, genes, seed, device, labels_key, reference_labels_key, **kwargs
+        See :class:`~spatialimpute.model._base.BaseImputer`. With labels the given labels
+        are used (one shared vocabulary); without reference labels the reference is
+        Leiden-clustered and the labels transferred to spatial cells on panel genes only.
+    **params
+        See :meth:`default_params`. ``preset`` (``"fast"`` default, or ``"paper"``) fills
+        every GAN-stage parameter left at ``None``.
+
+    Notes
+    -----
+    The final prediction is the stage-5 ZINB mean of the target genes mapped back to the
+    log-normalised scale (see the module docstring). Reliability scores come from the
+    generic :mod:`spatialimpute.reliability` model fitted on STGNET's own held-out panel
+    genes (see :meth:`_reliability`).
+    """
+
+    method_name = "stgnet"
+
+    @classmethod
+    def default_params(cls) -> dict:
+        """Hyper-parameters.
+
+        ``preset``: ``"fast"`` | ``"paper"``; the GAN-stage keys (``g1_channels``,
+        ``critic_map``, ``unet_map``, ``unet_ngf``, ``unet_levels``, ``s{1,2,3}_epochs``,
+        ``batch_size``, ``n_critic``, ``s{1,2,3}_lr``, ``s3_update_every``, ``s3_critic``,
+        ``g1_bn_eps_quirk``) default to ``None`` = the preset's value.
+        ``latent_dim`` (128), ``gp_weight`` (10), ``adv_weight`` (0.1),
+        ``inference_noise`` (``"uniform"`` | ``"normal_code"``), ``bn_inference``
+        (``"running_stats"`` | ``"batch_stats_code"``), ``spatial_degree`` (target mean
+        degree of the radius graph, 4), ``feature_k`` (5), ``s5_epochs`` (101), ``s5_lr``
+        (0.01), ``s5_weight_decay`` (1e-4), ``s5_hidden`` ([128, 64]), ``zinb_weight`` (1),
+        ``sr_weight`` (1), ``kl_weight`` (10), ``sr_mode`` (``"auto"``: exact blockwise up to
+        ``sr_exact_max_cells`` cells, sampled negatives above; or ``"exact"`` /
+        ``"sampled"``), ``sr_negatives`` (64), ``refine`` (run stage 5, True),
+        ``label_transfer`` (``"pearson"`` | ``"knn"``), ``leiden_resolution`` (0.5),
+        ``cache_reference_stages`` (reuse stages 1-2 in the process, True),
+        ``reliability`` (True), ``reliability_heldout`` (``"teacher"``: held-out panel genes
+        predicted by the stage-2 teacher + stage 5; ``"full"``: stages 3-5 retrained).
+        """
+        d = {k: None for k in _PRESET_KEYS}
+        d.update({
+            "preset": "fast",
+            "latent_dim": 128,
+            "gp_weight": 10.0,
+            "adv_weight": 0.1,
+            "inference_noise": "uniform",
+            "bn_inference": "running_stats",
+            "spatial_degree": 4.0,
+            "feature_k": 5,
+            "s5_epochs": 101,
+            "s5_lr": 0.01,
+            "s5_weight_decay": 1e-4,
+            "s5_hidden": [128, 64],
+            "zinb_weight": 1.0,
+            "sr_weight": 1.0,
+            "kl_weight": 10.0,
+            "sr_mode": "auto",
+            "sr_exact_max_cells": 20000,
+            "sr_negatives": 64,
+            "refine": True,
+            "label_transfer": "pearson",
+            "leiden_resolution": 0.5,
+            "cache_reference_stages": True,
+            "reliability": True,
+            "reliability_heldout": "teacher",
+        })
+        return d
+
+    # ------------------------------------------------------------------ configuration
+    def _config(self) -> dict:
+        p = dict(self.params)
+        check_choice(p["preset"], "preset", list(PRESETS))
+        for k, v in PRESETS[p["preset"]].items():
+            if p[k] is None:
+                p[k] = v
+        check_choice(p["inference_noise"], "inference_noise", ["uniform", "normal_code"])
+        check_choice(p["bn_inference"], "bn_inference", ["running_stats", "batch_stats_code"])
+        check_choice(p["sr_mode"], "sr_mode", ["auto", "exact", "sampled"])
+        check_choice(p["label_transfer"], "label_transfer", ["pearson", "knn"])
+        check_choice(p["reliability_heldout"], "reliability_heldout", ["teacher", "full"])
+        for key in ("s1_epochs", "s2_epochs", "s3_epochs", "s5_epochs", "batch_size", "n_critic", "s3_update_every", "feature_k"):
+            if not isinstance(p[key], (int, np.integer)) or isinstance(p[key], bool) or p[key] < (0 if "epochs" in key else 1):
+                raise SpatialImputeInputError(key, "a positive integer" if "epochs" not in key else "a non-negative integer",
+                                              repr(p[key]), f"pass e.g. {key}={PRESETS['fast'].get(key, 5)}")
+        if not (p["spatial_degree"] > 0):
+            raise SpatialImputeInputError("spatial_degree", "a positive number", repr(p["spatial_degree"]), "pass e.g. 4")
+        return p
+
+    def _check_sizes(self) -> None:
+        p = self.paired
+        if p.n_cells < 3:
+            raise SpatialImputeInputError("spatial", "at least 3 spatial cells", f"{p.n_cells}", "STGNET needs a tissue; pass more cells")
+        if p.n_reference < 2:
+            raise SpatialImputeInputError("reference", "at least 2 reference cells", f"{p.n_reference}", "pass a real reference")
+        if p.n_features < 1:
+            raise SpatialImputeInputError("genes", "at least one panel gene left as model input", "none", "hold out fewer genes")
+
+    # ------------------------------------------------------------------ data preparation
+    def _prepare(self, labels: bool = True) -> None:
+        """Scale both datasets, lay out genes, and (``labels=True``) settle labels."""
+        p = self.paired
+        genes = list(p.feature_genes) + list(p.target_genes)
+        order = np.argsort(np.asarray(genes, dtype=object), kind="stable")  # fold-invariant image layout
+        self._genes_sorted = [genes[i] for i in order]
+        pos = np.empty(len(genes), dtype=np.int64)
+        pos[order] = np.arange(len(genes))
+        self._feature_pos = pos[: p.n_features]
+        self._target_pos = pos[p.n_features :]
+        g = len(genes)
+        self._n_genes = g
+        self._side = S.image_side(g)
+        ref_scaled, _ = stgnet_scale(p.reference_counts, p.reference_library_size)
+        self._ref = np.ascontiguousarray(ref_scaled[:, order])
+        sp_scaled, cell_max = stgnet_scale(p.spatial_counts, p.spatial_library_size)
+        self._cell_max = cell_max
+        spatial_full = np.zeros((p.n_cells, g), dtype=np.float32)
+        spatial_full[:, self._feature_pos] = sp_scaled
+        self._spatial = spatial_full
+        self._median_lib = float(np.median(np.where(p.spatial_library_size > 0, p.spatial_library_size, 1.0)))
+        coords = np.asarray(p.coords, dtype=np.float64)
+        span = coords.max(axis=0) - coords.min(axis=0)
+        self._coords01 = ((coords - coords.min(axis=0)) / np.where(span > 0, span, 1.0)).astype(np.float32)
+        if labels:
+            self._set_labels()
+
+    def _set_labels(self) -> None:
+        p = self.paired
+        cfg = self._cfg
+        if p.reference_labels is not None:
+            cats, ref_codes, sp_codes = shared_label_codes(
+                p.reference_labels, None if p.spatial_labels is None else np.asarray(p.spatial_labels)
+            )
+            if sp_codes is not None and (sp_codes >= len(p.reference_labels.categories)).any():
+                warnings.warn("STGNET: some spatial labels are absent from the reference; their cells are "
+                              "conditioned on labels no reference cell has", stacklevel=3)
+            source = "given"
+        else:
+            from ..data.clustering import leiden
+
+            ref_codes = leiden(p.reference_X, resolution=cfg["leiden_resolution"], seed=self.seed)
+            cats = [str(i) for i in range(int(ref_codes.max()) + 1)]
+            sp_codes = None
+            source = "leiden"
+        if sp_codes is None:
+            sp_codes = transfer_labels(p.spatial_X, p.reference_features, ref_codes, method=cfg["label_transfer"])
+            sp_source = f"transferred ({cfg['label_transfer']}, panel genes only)"
+        else:
+            sp_source = "given"
+        self._label_categories = list(cats)
+        self._ref_codes = np.asarray(ref_codes, dtype=np.int64)
+        self._sp_codes = np.asarray(sp_codes, dtype=np.int64)
+        self._label_source = {"reference": source, "spatial": sp_source, "n_labels": len(cats)}
+
+    def _onehot(self, codes: np.ndarray) -> torch.Tensor:
+        c = torch.as_tensor(codes, device=self.device)
+        return torch.nn.functional.one_hot(c, len(self._label_categories)).float()
+
+    def _gen(self, stage: str) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(derive_seed(self.seed, stage))
+        return gen
+
+    # ------------------------------------------------------------------ networks
+    def _build_g1(self):
+        cfg = self._cfg
+        torch.manual_seed(derive_seed(self.seed, "init_g1"))
+        return ConvDataGenerator(self._side, len(self._label_categories), cfg["latent_dim"], cfg["g1_channels"],
+                                 quirk_bn_eps=cfg["g1_bn_eps_quirk"]).to(self.device)
+
+    def _build_critic(self, stage: str, n_coords: int = 0):
+        torch.manual_seed(derive_seed(self.seed, f"init_{stage}"))
+        return ConvCritic(self._side, len(self._label_categories), self._cfg["critic_map"], n_coords).to(self.device)
+
+    def _build_unet(self, stage: str, n_coords: int = 0):
+        cfg = self._cfg
+        torch.manual_seed(derive_seed(self.seed, f"init_{stage}"))
+        return UNetImputer(self._side, len(self._label_categories), cfg["unet_map"], cfg["unet_ngf"],
+                           cfg["unet_levels"], n_coords).to(self.device)
+
+    def _build_s5(self):
+        h1, h2 = self._cfg["s5_hidden"]
+        torch.manual_seed(derive_seed(self.seed, "init_s5"))
+        return MultiViewGCN(self._n_genes, h1, h2).to(self.device)
+
+    # ------------------------------------------------------------------ stages 1-2
+    def _reference_key(self) -> str:
+        cfg = self._cfg
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self._ref).tobytes())
+        h.update(self._ref_codes.tobytes())
+        h.update(json.dumps(self._genes_sorted).encode())
+        keys = ("g1_channels", "g1_bn_eps_quirk", "critic_map", "unet_map", "unet_ngf", "unet_levels", "s1_epochs",
+                "s2_epochs", "batch_size", "n_critic", "s1_lr", "s2_lr", "latent_dim", "gp_weight", "adv_weight")
+        h.update(json.dumps({k: cfg[k] for k in keys}, default=str).encode())
+        h.update(f"{self.seed}|{self.device}|{len(self._label_categories)}".encode())
+        return h.hexdigest()
+
+    def _train_reference_stages(self) -> None:
+        cfg = self._cfg
+        key = self._reference_key()
+        self.G1 = self._build_g1()
+        self.G2 = self._build_unet("g2")
+        cached = _REFERENCE_CACHE.get(key) if cfg["cache_reference_stages"] else None
+        if cached is not None:
+            _REFERENCE_CACHE.move_to_end(key)
+            self.G1.load_state_dict(cached["g1"])
+            self.G2.load_state_dict(cached["g2"])
+            for k, v in cached["history"].items():
+                self.history[k] = list(v)
+            self._reference_stages_cached = True
+            return
+        images = S.to_images(torch.as_tensor(self._ref, device=self.device), self._side)
+        onehot = self._onehot(self._ref_codes)
+        common = dict(batch_size=cfg["batch_size"], n_critic=cfg["n_critic"], gp_weight=cfg["gp_weight"],
+                      adv_weight=cfg["adv_weight"], progress=progress)
+        D1 = self._build_critic("d1")
+        h1 = S.train_stage1(self.G1, D1, images, onehot, epochs=cfg["s1_epochs"], lr=cfg["s1_lr"],
+                            generator=self._gen("s1"), **common)
+        D2 = self._build_critic("d2")
+        h2 = S.train_stage2(self.G2, D2, self.G1, images, onehot, epochs=cfg["s2_epochs"], lr=cfg["s2_lr"],
+                            generator=self._gen("s2"), **common)
+        hist = {"s1_critic": h1["critic"], "s1_generator": h1["generator"],
+                "s2_critic": h2["critic"], "s2_imputer": h2["imputer"]}
+        self.history.update({k: list(v) for k, v in hist.items()})
+        self._reference_stages_cached = False
+        if cfg["cache_reference_stages"]:
+            _REFERENCE_CACHE[key] = {
+                "g1": {k: v.detach().cpu().clone() for k, v in self.G1.state_dict().items()},
+                "g2": {k: v.detach().cpu().clone() for k, v in self.G2.state_dict().items()},
+                "history": hist,
+            }
+            while len(_REFERENCE_CACHE) > _REFERENCE_CACHE_SIZE:
+                _REFERENCE_CACHE.popitem(last=False)
+
+    # ------------------------------------------------------------------ stages 3-5
+    def _spatial_tensors(self, observed_pos: np.ndarray, cells: np.ndarray | None = None):
+        """Images with only ``observed_pos`` genes kept, the gene mask, labels, coordinates."""
+        sp_ = self._spatial if cells is None else self._spatial[cells]
+        x = np.zeros_like(sp_)
+        x[:, observed_pos] = sp_[:, observed_pos]
+        images = S.to_images(torch.as_tensor(x, device=self.device), self._side)
+        mask = np.zeros(self._n_genes, dtype=np.float32)
+        mask[observed_pos] = 1.0
+        gm = S.to_images(torch.as_tensor(mask[None], device=self.device), self._side)
+        codes = self._sp_codes if cells is None else self._sp_codes[cells]
+        coords = self._coords01 if cells is None else self._coords01[cells]
+        return images, gm, self._onehot(codes), torch.as_tensor(coords, device=self.device)
+
+    def _train_g3(self, images, gm, onehot, coords, tag: str):
+        cfg = self._cfg
+        G3 = self._build_unet(f"g3{tag}", n_coords=coords.shape[1])
+        D3 = self._build_critic(f"d3{tag}", n_coords=coords.shape[1]) if cfg["s3_critic"] else None
+        hist = S.train_stage3(G3, self.G2, images, gm, onehot, coords, epochs=cfg["s3_epochs"],
+                              batch_size=cfg["batch_size"], update_every=cfg["s3_update_every"], lr=cfg["s3_lr"],
+                              D3=D3, gp_weight=cfg["gp_weight"], adv_weight=cfg["adv_weight"],
+                              generator=self._gen(f"s3{tag}"), progress=progress)
+        return G3, hist
+
+    def _stage4(self, net, images, gm, onehot, coords, tag: str) -> torch.Tensor:
+        cfg = self._cfg
+        if net is self.G2:
+            # the teacher has no coordinate input: wrap it
+            class _Teacher(torch.nn.Module):
+                def __init__(self, g2):
+                    super().__init__()
+                    self.g2 = g2
+
+                def forward(self, x, m, u, y, c):
+                    return self.g2(x, m, u, y)
+
+            net = _Teacher(self.G2)
+        out = S.infer_stage4(net, images, gm, onehot, coords, noise=cfg["inference_noise"], bn_mode=cfg["bn_inference"],
+                             batch_size=cfg["batch_size"], generator=self._gen(f"s4{tag}"))
+        return S.from_images(out, self._n_genes)
+
+    def _graphs(self, features: torch.Tensor, cells: np.ndarray | None = None):
+        cfg = self._cfg
+        coords = self.paired.coords if cells is None else self.paired.coords[cells]
+        radius = radius_for_mean_degree(coords, min(cfg["spatial_degree"], coords.shape[0] - 1.5))
+        g_sp = radius_graph(coords, radius)
+        k = int(min(cfg["feature_k"], features.shape[0] - 1))
+        g_ft = feature_knn_graph(features.detach().cpu().numpy(), k, device=self.device)
+        adj_s = row_normalized_propagation(g_sp, device=self.device)
+        adj_f = row_normalized_propagation(g_ft, device=self.device)
+        coo = g_sp.tocoo()
+        edges = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64), device=self.device)
+        info = {"radius": float(radius), "spatial_mean_degree": float(g_sp.nnz / g_sp.shape[0]),
+                "feature_mean_degree": float(g_ft.nnz / g_ft.shape[0])}
+        return adj_s, adj_f, edges, info
+
+    def _sr_mode(self, n: int) -> str:
+        mode = self._cfg["sr_mode"]
+        if mode == "auto":
+            return "exact" if n <= self._cfg["sr_exact_max_cells"] else "sampled"
+        return mode
+
+    def _stage5(self, features: torch.Tensor, observed_pos: np.ndarray, tag: str, cells: np.ndarray | None = None,
+                model: MultiViewGCN | None = None, train: bool = True):
+        cfg = self._cfg
+        adj_s, adj_f, edges, info = self._graphs(features, cells)
+        model = model if model is not None else self._build_s5()
+        observed = torch.as_tensor(observed_pos, device=self.device)
+        if train:
+            mu, hist = S.train_stage5(
+                model, features, adj_s, adj_f, edges, observed, epochs=cfg["s5_epochs"], lr=cfg["s5_lr"],
+                weight_decay=cfg["s5_weight_decay"], zinb_weight=cfg["zinb_weight"], sr_weight=cfg["sr_weight"],
+                kl_weight=cfg["kl_weight"], sr_mode=self._sr_mode(features.shape[0]), sr_negatives=cfg["sr_negatives"],
+                generator=self._gen(f"s5{tag}"), progress=progress,
+            )
+        else:
+            model.train()  # full-batch BatchNorm statistics, as during training
+            with torch.no_grad():
+                mu = model(features, adj_s, adj_f)["mu"]
+            hist = {}
+        return model, mu, hist, info
+
+    # ------------------------------------------------------------------ BaseImputer API
+    def _fit(self) -> None:
+        self._cfg = self._config()
+        self._check_sizes()
+        self._prepare()
+        self._train_reference_stages()
+        images, gm, onehot, coords = self._spatial_tensors(self._feature_pos)
+        self.G3, h3 = self._train_g3(images, gm, onehot, coords, "")
+        self.history["s3_student"] = h3["student"]
+        if "critic" in h3:
+            self.history["s3_critic"] = h3["critic"]
+        self._s4 = self._stage4(self.G3, images, gm, onehot, coords, "")
+        self.S5 = None
+        self._graph_info = {}
+        if self._cfg["refine"]:
+            self.S5, mu, h5, self._graph_info = self._stage5(self._s4, self._feature_pos, "")
+            self.history.update({f"s5_{k}": v for k, v in h5.items()})
+            self._mu = mu
+        else:
+            self._mu = self._s4
+
+    def _final_targets(self, mu: torch.Tensor, target_pos: np.ndarray, cells: np.ndarray | None = None) -> np.ndarray:
+        v = mu[:, torch.as_tensor(target_pos, device=mu.device)].detach().cpu().numpy()
+        cell_max = self._cell_max if cells is None else self._cell_max[cells]
+        return stgnet_unscale(v, cell_max, self._median_lib)
+
+    def _predict(self) -> np.ndarray:
+        if getattr(self, "_mu", None) is None:
+            images, gm, onehot, coords = self._spatial_tensors(self._feature_pos)
+            self._s4 = self._stage4(self.G3, images, gm, onehot, coords, "")
+            if self.S5 is not None:
+                _, self._mu, _, self._graph_info = self._stage5(self._s4, self._feature_pos, "", model=self.S5, train=False)
+            else:
+                self._mu = self._s4
+        return self._final_targets(self._mu, self._target_pos)
+
+    def _predict_heldout(self, train_cols: np.ndarray, heldout_cols: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Predict held-out feature genes from the other feature genes (for reliability)."""
+        tag = f"_rel{int(heldout_cols[0])}"
+        observed = self._feature_pos[train_cols]
+        heldout = self._feature_pos[heldout_cols]
+        images, gm, onehot, coords = self._spatial_tensors(observed, cells)
+        # the per-cell scale must not use the held-out genes either
+        p = self.paired
+        sp_scaled, cell_max = stgnet_scale(p.spatial_counts[np.ix_(cells, train_cols)], p.spatial_library_size[cells])
+        x = np.zeros((cells.size, self._n_genes), dtype=np.float32)
+        x[:, observed] = sp_scaled
+        images = S.to_images(torch.as_tensor(x, device=self.device), self._side)
+        if self._cfg["reliability_heldout"] == "full":
+            net, _ = self._train_g3(images, gm, onehot, coords, tag)
+        else:
+            net = self.G2
+        s4 = self._stage4(net, images, gm, onehot, coords, tag)
+        if self._cfg["refine"]:
+            _, mu, _, _ = self._stage5(s4, observed, tag, cells)
+        else:
+            mu = s4
+        v = mu[:, torch.as_tensor(heldout, device=mu.device)].detach().cpu().numpy()
+        return stgnet_unscale(v, cell_max, self._median_lib)
+
+    def _reliability(self, prediction: np.ndarray) -> np.ndarray:
+        if not self.params["reliability"]:
+            return np.full(prediction.shape[1], np.nan)
+        from ..reliability import reliability_from_heldout
+
+        with torch.enable_grad():
+            return reliability_from_heldout(self.paired, self._predict_heldout, prediction, seed=self.seed)
+
+    def provenance(self) -> dict:
+        prov = super().provenance()
+        prov["stgnet"] = {
+            "resolved_params": {k: v for k, v in getattr(self, "_cfg", {}).items()},
+            "labels": getattr(self, "_label_source", None),
+            "graphs": getattr(self, "_graph_info", None),
+            "reference_stages_from_cache": getattr(self, "_reference_stages_cached", None),
+            "scale": "CP10k+log1p / per-cell max over feature genes; output mapped back per cell",
+        }
+        return prov
+
+    # ------------------------------------------------------------------ save / load
+    def _state_dict(self) -> dict:
+        state: dict = {}
+        for name in ("G1", "G2", "G3", "S5"):
+            net = getattr(self, name, None)
+            if net is not None:
+                for k, v in net.state_dict().items():
+                    state[f"{name}.{k}"] = v
+        state["spatial_label_codes"] = torch.as_tensor(self._sp_codes)
+        state["reference_label_codes"] = torch.as_tensor(self._ref_codes)
+        state["label_categories"] = list(self._label_categories)
+        return state
+
+    def _load_state_dict(self, state: dict) -> None:
+        self._cfg = self._config()
+        self._check_sizes()
+        p = self.paired
+        self._label_categories = list(state["label_categories"])
+        # rebuild scales and layout without re-clustering: labels come from the saved state
+        self._ref_codes = state["reference_label_codes"].cpu().numpy().astype(np.int64)
+        self._sp_codes = state["spatial_label_codes"].cpu().numpy().astype(np.int64)
+        if self._sp_codes.shape[0] != p.n_cells:
+            raise SpatialImputeInputError("spatial", f"the {self._sp_codes.shape[0]} cells the model was trained on",
+                                          f"{p.n_cells} cells", "pass the spatial data the model was trained with")
+        self._prepare(labels=False)
+        self._label_source = {"reference": "saved", "spatial": "saved", "n_labels": len(self._label_categories)}
+        self.G1 = self._build_g1()
+        self.G2 = self._build_unet("g2")
+        self.G3 = self._build_unet("g3", n_coords=self._coords01.shape[1])
+        has_s5 = any(k.startswith("S5.") for k in state)
+        self.S5 = self._build_s5() if has_s5 else None
+        for name in ("G1", "G2", "G3", "S5"):
+            net = getattr(self, name)
+            if net is None:
+                continue
+            sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+            net.load_state_dict(sub)
+        self._mu = None
+        self._reference_stages_cached = None

@@ -1,0 +1,531 @@
+"""STGNET stages as pure torch: tensors in, losses and trained weights out (ALGORITHMS.md
+A.1-A.4). No AnnData, no I/O; the user-facing orchestration is
+:mod:`spatialimpute.model.stgnet`.
+
+Stages
+------
+S1  conditional WGAN-GP generator ``G1`` on reference images (:func:`train_stage1`)
+S2  U-Net imputer ``G2`` on reference images with masks ``1[x > 0]`` (:func:`train_stage2`)
+S3  spatial U-Net imputer ``G3`` regressed onto the frozen ``G2`` teacher (:func:`train_stage3`)
+S4  inference of ``G3`` (:func:`infer_stage4`)
+S5  multi-view GCN refinement with ZINB, spatial regulariser and KL (:func:`train_stage5`)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.critics import gradient_penalty
+
+ProgressFn = Callable[..., Iterable]
+
+
+def _identity_progress(it, total=None, desc=None):
+    return it
+
+
+# --------------------------------------------------------------------------- image layout
+def image_side(n_genes: int) -> int:
+    """``s = ceil(sqrt(G))``."""
+    return max(1, math.ceil(math.sqrt(n_genes)))
+
+
+def to_images(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Pad cell vectors ``(N, G)`` with zeros to ``side**2`` and reshape row-major to
+    ``(N, 1, side, side)`` (gene ``j`` at pixel ``(j // side, j % side)``)."""
+    n, g = x.shape
+    p = side * side
+    if g > p:
+        raise ValueError(f"to_images: {g} genes do not fit a {side}x{side} image")
+    return F.pad(x, (0, p - g)).view(n, 1, side, side)
+
+
+def from_images(img: torch.Tensor, n_genes: int) -> torch.Tensor:
+    """Inverse of :func:`to_images`: ``(N, 1, s, s)`` -> ``(N, G)`` (padding dropped)."""
+    return img.reshape(img.shape[0], -1)[:, :n_genes]
+
+
+# --------------------------------------------------------------------------- GAN losses
+def generator_loss(target: torch.Tensor, output: torch.Tensor, critic_score: torch.Tensor | None, adv_weight: float = 0.1) -> torch.Tensor:
+    """``MSE(target, output) + adv_weight * (1 - mean D)`` (the original ``GeneratorLoss``).
+
+    ``critic_score=None`` drops the adversarial term (used when it sends no gradient)."""
+    loss = F.mse_loss(output, target)
+    if critic_score is not None:
+        loss = loss + adv_weight * (1.0 - critic_score.mean())
+    return loss
+
+
+def critic_loss(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    gp_weight: float = 10.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """WGAN-GP critic loss ``mean D(fake) - mean D(real) + GP`` (inputs detached)."""
+    real = real.detach()
+    fake = fake.detach()
+    return critic(fake).mean() - critic(real).mean() + gradient_penalty(critic, real, fake, generator=generator, weight=gp_weight)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, device, drop_last: bool = True):
+    """Shuffled index batches (drop_last as the original loaders; one batch when n < batch)."""
+    perm = torch.randperm(n, generator=generator, device=device)
+    if n <= batch_size:
+        return [perm]
+    stop = n - n % batch_size if drop_last else n
+    return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def _set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def _rand_like(x: torch.Tensor, generator: torch.Generator, kind: str = "uniform") -> torch.Tensor:
+    if kind == "uniform":
+        return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+# --------------------------------------------------------------------------- S1
+def train_stage1(
+    G1: nn.Module,
+    D1: nn.Module,
+    images: torch.Tensor,
+    onehot: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 100,
+    n_critic: int = 5,
+    lr: float = 1e-4,
+    betas: tuple[float, float] = (0.5, 0.9),
+    gp_weight: float = 10.0,
+    adv_weight: float = 0.1,
+    generator: torch.Generator,
+    progress: ProgressFn = _identity_progress,
+) -> dict[str, list[float]]:
+    """Train the conditional generator ``G1`` against ``D1`` (WGAN-GP, one critic update per
+    batch, one generator update every ``n_critic`` batches; the counter runs across epochs).
+
+    Returns
+    -------
+    dict
+        Per-epoch mean ``critic`` and ``generator`` losses.
+    """
+    dev = images.device
+    opt_g = torch.optim.Adam(G1.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D1.parameters(), lr=lr, betas=betas)
+    hist = {"critic": [], "generator": []}
+    G1.train()
+    D1.train()
+    step = 0
+    for _ in progress(range(epochs), total=epochs, desc="STGNET S1 generator"):
+        c_losses, g_losses = [], []
+        for idx in _batches(images.shape[0], batch_size, generator, dev):
+            x, y = images[idx], onehot[idx]
+            z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
+            with torch.no_grad():
+                fake = G1(z, y)
+            d_loss = critic_loss(lambda t: D1(t, y), x, fake, gp_weight=gp_weight, generator=generator)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            c_losses.append(d_loss.detach())
+            step += 1
+            if step % n_critic == 0:
+                _set_requires_grad(D1, False)
+                z2 = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
+                fake2 = G1(z2, y)
+                g_loss = generator_loss(x, fake2, D1(fake2, y), adv_weight)
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+                _set_requires_grad(D1, True)
+                g_losses.append(g_loss.detach())
+        hist["critic"].append(float(torch.stack(c_losses).mean()) if c_losses else float("nan"))
+        hist["generator"].append(float(torch.stack(g_losses).mean()) if g_losses else float("nan"))
+    return hist
+
+
+# --------------------------------------------------------------------------- S2
+def train_stage2(
+    G2: nn.Module,
+    D2: nn.Module,
+    G1: nn.Module,
+    images: torch.Tensor,
+    onehot: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 100,
+    n_critic: int = 5,
+    lr: float = 1e-4,
+    betas: tuple[float, float] = (0.9, 0.999),
+    gp_weight: float = 10.0,
+    adv_weight: float = 0.1,
+    generator: torch.Generator,
+    progress: ProgressFn = _identity_progress,
+) -> dict[str, list[float]]:
+    """Train the reference imputer ``G2`` (masks ``m = 1[x > 0]``) against ``D2``, with
+    reference samples ``r = G1(z, y)`` from the frozen generator (kept in train mode:
+    BatchNorm uses batch statistics, as in the original).
+
+    Critic: real ``r``, fake ``x_bar = m x + (1 - m) G2(x, m, u, y)``. Imputer (every
+    ``n_critic`` batches, fresh ``u``): ``MSE(r, x_bar) + adv_weight (1 - mean D2(x_bar))``.
+    """
+    dev = images.device
+    opt_g = torch.optim.Adam(G2.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D2.parameters(), lr=lr, betas=betas)
+    hist = {"critic": [], "imputer": []}
+    G1.train()
+    _set_requires_grad(G1, False)
+    G2.train()
+    D2.train()
+    step = 0
+    for _ in progress(range(epochs), total=epochs, desc="STGNET S2 reference imputer"):
+        c_losses, g_losses = [], []
+        for idx in _batches(images.shape[0], batch_size, generator, dev):
+            x, y = images[idx], onehot[idx]
+            m = (x > 0).to(x.dtype)
+            with torch.no_grad():
+                z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
+                r = G1(z, y)
+                u = _rand_like(x, generator)
+                x_bar = m * x + (1 - m) * G2(x, m, u, y)
+            d_loss = critic_loss(lambda t: D2(t, y), r, x_bar, gp_weight=gp_weight, generator=generator)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            c_losses.append(d_loss.detach())
+            step += 1
+            if step % n_critic == 0:
+                _set_requires_grad(D2, False)
+                u2 = _rand_like(x, generator)
+                x_bar2 = m * x + (1 - m) * G2(x, m, u2, y)
+                g_loss = generator_loss(r, x_bar2, D2(x_bar2, y), adv_weight)
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+                _set_requires_grad(D2, True)
+                g_losses.append(g_loss.detach())
+        hist["critic"].append(float(torch.stack(c_losses).mean()) if c_losses else float("nan"))
+        hist["imputer"].append(float(torch.stack(g_losses).mean()) if g_losses else float("nan"))
+    _set_requires_grad(G1, True)
+    return hist
+
+
+# --------------------------------------------------------------------------- S3
+def train_stage3(
+    G3: nn.Module,
+    G2: nn.Module,
+    images: torch.Tensor,
+    gene_mask: torch.Tensor,
+    onehot: torch.Tensor,
+    coords: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 100,
+    update_every: int = 5,
+    lr: float = 1e-5,
+    betas: tuple[float, float] = (0.9, 0.999),
+    D3: nn.Module | None = None,
+    gp_weight: float = 10.0,
+    adv_weight: float = 0.1,
+    generator: torch.Generator,
+    progress: ProgressFn = _identity_progress,
+) -> dict[str, list[float]]:
+    """Train the spatial imputer ``G3`` as a student of the frozen teacher ``G2``.
+
+    Per batch: ``o = G3(x, g, u, y, c)``; every ``update_every`` batches, with fresh ``u'``:
+    ``t' = g x + (1 - g) G2(x, g, u', y)`` and loss ``MSE(o, t')`` (observed genes: real
+    values; held-out genes and padding: the teacher's imputation). ``G2`` stays in train
+    mode (batch statistics) and runs without gradients.
+
+    With ``D3`` given (paper preset) the spatial critic is also trained (real ``o``, fake
+    ``t``) and ``adv_weight (1 - mean D3(t'))`` is added to the logged loss; that term has
+    no gradient w.r.t. ``G3`` (ALGORITHMS.md A.3), so ``G3``'s updates do not depend on it.
+    """
+    dev = images.device
+    opt_g = torch.optim.Adam(G3.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D3.parameters(), lr=lr, betas=betas) if D3 is not None else None
+    hist: dict[str, list[float]] = {"student": []}
+    if D3 is not None:
+        hist["critic"] = []
+        D3.train()
+    G2.train()
+    _set_requires_grad(G2, False)
+    G3.train()
+    g = gene_mask.expand_as(images[:1])
+    step = 0
+    for _ in progress(range(epochs), total=epochs, desc="STGNET S3 spatial imputer"):
+        c_losses, g_losses = [], []
+        for idx in _batches(images.shape[0], batch_size, generator, dev):
+            x, y, c = images[idx], onehot[idx], coords[idx]
+            gm = g.expand_as(x)
+            step += 1
+            do_update = step % update_every == 0
+            if D3 is None and not do_update:
+                continue
+            u = _rand_like(x, generator)
+            o = G3(x, gm, u, y, c) if do_update else None
+            if D3 is not None:
+                with torch.no_grad():
+                    o_d = o.detach() if o is not None else G3(x, gm, u, y, c)
+                    t = gm * x + (1 - gm) * G2(x, gm, u, y)
+                d_loss = critic_loss(lambda im: D3(im, y, c), o_d, t, gp_weight=gp_weight, generator=generator)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                c_losses.append(d_loss.detach())
+            if do_update:
+                with torch.no_grad():
+                    u2 = _rand_like(x, generator)
+                    t2 = gm * x + (1 - gm) * G2(x, gm, u2, y)
+                loss = F.mse_loss(o, t2)
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_g.step()
+                logged = loss.detach()
+                if D3 is not None:
+                    with torch.no_grad():
+                        logged = logged + adv_weight * (1.0 - D3(t2, y, c).mean())
+                g_losses.append(logged)
+        hist["student"].append(float(torch.stack(g_losses).mean()) if g_losses else float("nan"))
+        if D3 is not None:
+            hist["critic"].append(float(torch.stack(c_losses).mean()) if c_losses else float("nan"))
+    _set_requires_grad(G2, True)
+    return hist
+
+
+# --------------------------------------------------------------------------- S4
+def _inference_batches(n: int, batch_size: int) -> list[slice]:
+    """Sequential batches; a trailing batch of one cell is merged into the previous one
+    (BatchNorm cannot use batch statistics of a single sample)."""
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:
+        bounds.pop(-2)
+    return [slice(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+@torch.no_grad()
+def infer_stage4(
+    G3: nn.Module,
+    images: torch.Tensor,
+    gene_mask: torch.Tensor,
+    onehot: torch.Tensor,
+    coords: torch.Tensor,
+    *,
+    noise: str = "uniform",
+    bn_mode: str = "running_stats",
+    batch_size: int = 100,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Impute spatial images: ``g x + (1 - g) G3(x, g, eps, y, c)``.
+
+    Parameters
+    ----------
+    noise
+        ``"normal_code"`` (the original's N(0, 1), mismatched with training) or
+        ``"uniform"`` (U(0, 1), as in training).
+    bn_mode
+        ``"batch_stats_code"`` (train-mode BatchNorm over sequential batches of
+        ``batch_size`` cells, as the original) or ``"running_stats"`` (eval mode).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, 1, s, s)`` images.
+    """
+    if noise not in ("normal_code", "uniform"):
+        raise ValueError(f'inference_noise: expected "normal_code" or "uniform"; found {noise!r}')
+    if bn_mode not in ("batch_stats_code", "running_stats"):
+        raise ValueError(f'bn_inference: expected "batch_stats_code" or "running_stats"; found {bn_mode!r}')
+    was_training = G3.training
+    if bn_mode == "running_stats":
+        G3.eval()
+        # running statistics are not updated in eval mode
+    else:
+        G3.train()
+        saved = {k: v.clone() for k, v in G3.state_dict().items() if "running" in k or "num_batches" in k}
+    out = torch.empty_like(images)
+    for sl in _inference_batches(images.shape[0], batch_size):
+        x = images[sl]
+        gm = gene_mask.expand_as(x)
+        eps = _rand_like(x, generator, "uniform" if noise == "uniform" else "normal")
+        out[sl] = gm * x + (1 - gm) * G3(x, gm, eps, onehot[sl], coords[sl])
+    if bn_mode == "batch_stats_code":
+        G3.load_state_dict({**G3.state_dict(), **saved})
+    G3.train(was_training)
+    return out
+
+
+# --------------------------------------------------------------------------- S5 losses
+class _AllPairsSoftplus(torch.autograd.Function):
+    """``sum_{i != j} softplus(u_i . u_j)`` computed in row blocks (memory ``block x N``).
+
+    Backward: ``dS/du_i = 2 sum_{j != i} sigmoid(u_i . u_j) u_j`` (the matrix is symmetric),
+    recomputed blockwise; nothing of size N x N is ever held.
+    """
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, block: int) -> torch.Tensor:  # type: ignore[override]
+        n = u.shape[0]
+        total = u.new_zeros((), dtype=torch.float64)
+        for s in range(0, n, block):
+            e = min(n, s + block)
+            c = u[s:e] @ u.T
+            sp_ = F.softplus(c)
+            ar = torch.arange(e - s, device=u.device)
+            sp_[ar, ar + s] = 0.0
+            total = total + sp_.sum(dtype=torch.float64)
+        ctx.save_for_backward(u)
+        ctx.block = block
+        return total.to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        (u,) = ctx.saved_tensors
+        n = u.shape[0]
+        grad = torch.empty_like(u)
+        for s in range(0, n, ctx.block):
+            e = min(n, s + ctx.block)
+            w = torch.sigmoid(u[s:e] @ u.T)
+            ar = torch.arange(e - s, device=u.device)
+            w[ar, ar + s] = 0.0
+            grad[s:e] = 2.0 * (w @ u)
+        return grad * grad_out, None
+
+
+def _unit_rows(emb: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return emb / emb.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def spatial_regularizer(
+    emb: torch.Tensor,
+    edges: torch.Tensor,
+    *,
+    mode: str = "exact",
+    block_size: int | None = None,
+    n_negative: int = 64,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Spatial regulariser ``SR = -1/2 [mean(S * log M) + mean((1 - S) * log(1 - M))]`` with
+    ``M = sigmoid(cos(e_i, e_j))`` (cosine diagonal set to 0), means over all N^2 entries,
+    never materialising an N x N matrix.
+
+    Uses ``log sigmoid(c) = -softplus(-c)`` and ``log(1 - sigmoid(c)) = -softplus(c)``:
+    ``2 N^2 SR = sum_E softplus(-c) + sum_{all} softplus(c) - sum_E softplus(c)`` where the
+    all-pairs sum includes the diagonal (``c_ii = 0`` -> ``log 2`` each).
+
+    Parameters
+    ----------
+    emb
+        Embeddings ``(N, d)``.
+    edges
+        ``(2, E)`` int64 directed edge list of the 0/1 spatial graph (both directions, no
+        self loops).
+    mode
+        ``"exact"``: the all-pairs sum in row blocks (O(N^2) time, O(block N) memory).
+        ``"sampled"``: unbiased estimate of the all-pairs sum from ``n_negative`` uniform
+        columns per row (O(N n_negative); a flagged deviation for very large N).
+    block_size
+        Rows per block (default: keeps ``block x N <= 2^24``).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar.
+    """
+    n = emb.shape[0]
+    u = _unit_rows(emb)
+    src, dst = edges[0], edges[1]
+    c_e = (u[src] * u[dst]).sum(dim=1)
+    edge_term = (F.softplus(-c_e) - F.softplus(c_e)).sum()
+    if mode == "exact":
+        block = block_size or max(1, min(n, (1 << 24) // max(n, 1)))
+        all_pairs = _AllPairsSoftplus.apply(u, block) + n * math.log(2.0)
+    elif mode == "sampled":
+        j = torch.randint(0, n, (n, n_negative), generator=generator, device=emb.device)
+        c = (u[:, None, :] * u[j]).sum(-1)
+        c = torch.where(j == torch.arange(n, device=emb.device)[:, None], torch.zeros_like(c), c)
+        all_pairs = F.softplus(c).sum() * (n / n_negative)
+    else:
+        raise ValueError(f'sr_mode: expected "exact" or "sampled"; found {mode!r}')
+    return 0.5 * (edge_term + all_pairs) / (n * n)
+
+
+def spatial_regularizer_dense(emb: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+    """Dense reference implementation of :func:`spatial_regularizer` (O(N^2) memory; tests
+    only)."""
+    u = _unit_rows(emb)
+    cos = u @ u.T
+    cos = cos - torch.diag(torch.diag(cos))
+    m = torch.sigmoid(cos)
+    neg = 1.0 - adjacency
+    return -0.5 * ((adjacency * torch.log(m)).mean() + (neg * torch.log(1.0 - m)).mean())
+
+
+def kl_observed(target: torch.Tensor, mu: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Batch-mean ``KL(softmax(target) || softmax(mu))`` over the observed genes only (the
+    original used held-out genes: test-set leakage)."""
+    t = target[:, observed]
+    p = mu[:, observed]
+    return F.kl_div(F.log_softmax(p, dim=1), F.softmax(t, dim=1), reduction="batchmean")
+
+
+def train_stage5(
+    model: nn.Module,
+    features: torch.Tensor,
+    adj_spatial: torch.Tensor,
+    adj_feature: torch.Tensor,
+    spatial_edges: torch.Tensor,
+    observed: torch.Tensor,
+    *,
+    epochs: int = 101,
+    lr: float = 0.01,
+    weight_decay: float = 1e-4,
+    zinb_weight: float = 1.0,
+    sr_weight: float = 1.0,
+    kl_weight: float = 10.0,
+    sr_mode: str = "exact",
+    sr_block_size: int | None = None,
+    sr_negatives: int = 64,
+    generator: torch.Generator,
+    progress: ProgressFn = _identity_progress,
+) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    """Full-batch refinement for a fixed number of epochs (no test-set epoch selection).
+
+    Loss ``zinb_weight * ZINB(X) + sr_weight * SR + kl_weight * KL_observed``.
+
+    Returns
+    -------
+    mu, history
+        ``mu`` (N, G) of the last epoch (evaluation pass, BatchNorm in eval mode after
+        training uses the full batch anyway), and per-epoch losses.
+    """
+    from ..nn.zinb import zinb_nll
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    hist = {"total": [], "zinb": [], "sr": [], "kl": []}
+    model.train()
+    for _ in progress(range(epochs), total=epochs, desc="STGNET S5 GCN refinement"):
+        out = model(features, adj_spatial, adj_feature)
+        l_zinb = zinb_nll(features, out["pi"], out["theta"], out["mu"])
+        l_sr = spatial_regularizer(out["emb"], spatial_edges, mode=sr_mode, block_size=sr_block_size, n_negative=sr_negatives, generator=generator)
+        l_kl = kl_observed(features, out["mu"], observed) if observed.numel() else features.new_zeros(())
+        loss = zinb_weight * l_zinb + sr_weight * l_sr + kl_weight * l_kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in (("total", loss), ("zinb", l_zinb), ("sr", l_sr), ("kl", l_kl)):
+            hist[k].append(float(v.detach()))
+    with torch.no_grad():
+        out = model(features, adj_spatial, adj_feature)
+    return out["mu"].detach(), hist
