@@ -60,11 +60,15 @@ class CVResult:
     calibration
         Per method the dict of :func:`~.calibration.reliability_calibration`.
     cost
-        Per method: ``total_wall_s``, ``folds`` (one dict per fold: wall time, peak RSS, peak
-        GPU memory), ``peak_rss_mib`` and ``peak_gpu_mib`` (maxima over folds).
+        Per method: ``total_wall_s`` (all folds of the method, fitting + prediction),
+        ``mean_fold_wall_s``, ``folds`` (one dict per fold: wall time, peak RSS of the process
+        during the fold, RSS at its start, peak GPU memory), ``peak_rss_mib`` and
+        ``peak_gpu_mib`` (maxima over folds), ``scoring_metrics_s`` and
+        ``scoring_clustering_s`` (time spent scoring, not part of the method's cost).
     summary
-        JSON-ready dict: protocol, machine, and per method the mean and median of every metric,
-        undefined counts, clustering, calibration and cost.
+        JSON-ready dict: protocol, machine, ``run_wall_s`` (the whole cross-validation), and
+        per method the mean and median of every metric, undefined counts, clustering,
+        calibration and cost.
     """
 
     methods: list[str]
@@ -273,6 +277,7 @@ def cross_validate(
     """
     import anndata
 
+    t_run = time.perf_counter()
     from .._settings import progress, resolve_device
     from .._validation import SpatialImputeInputError, check_anndata, get_coordinates, get_matrix
     from ..data.normalize import library_sizes, log_normalize
@@ -355,6 +360,7 @@ def cross_validate(
                                            "fold_seed": fold_seed, "device": str(dev)}
         result.predictions[label] = pred_ad
 
+        t_score = time.perf_counter()
         pred64 = pred.astype(np.float64)
         g_scores = gene_metrics(truth_values, pred64)
         g_scores.index = pd.Index(genes, name="gene")
@@ -365,10 +371,15 @@ def cross_validate(
         result.gene_scores[label] = g_scores
         result.cell_scores[label] = c_scores
         result.calibration[label] = reliability_calibration(reliability, g_scores["spcc"].to_numpy())
+        metrics_s = time.perf_counter() - t_score
+        t_cluster = time.perf_counter()
         result.clustering[label] = clustering_agreement(truth_values, pred64, labels) if clustering else {}
+        clustering_s = time.perf_counter() - t_cluster
         peak_gpu = [c["peak_gpu_mib"] for c in fold_costs if c["peak_gpu_mib"] is not None]
         result.cost[label] = {
             "total_wall_s": total_wall,
+            "scoring_metrics_s": metrics_s,
+            "scoring_clustering_s": clustering_s,
             "mean_fold_wall_s": float(np.mean([c["wall_s"] for c in fold_costs])),
             "peak_rss_mib": max(c["peak_rss_mib"] for c in fold_costs),
             "peak_gpu_mib": max(peak_gpu) if peak_gpu else None,
@@ -377,6 +388,7 @@ def cross_validate(
         }
     result.summary = _summary(result, spatial, reference, n_folds, seed, fold_seed, dev, dataset, labels_key,
                               labels is not None, resolved)
+    result.summary["run_wall_s"] = time.perf_counter() - t_run
     return result
 
 

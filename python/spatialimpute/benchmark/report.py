@@ -88,7 +88,10 @@ def markdown_table(summary: dict) -> str:
         f"method seed {proto['seed']}): {proto['n_spatial_cells']} spatial cells, "
         f"{proto['n_shared_genes']} shared genes, {proto['n_reference_cells']} reference cells.",
         f"Machine: {machine.get('device_name') or machine.get('cpu_model')} (device {machine.get('device')}), "
-        f"{machine.get('cpu_usable')} usable CPUs, torch threads {machine.get('torch_threads')}.",
+        f"{machine.get('cpu_usable')} usable CPUs, torch threads {machine.get('torch_threads')}."
+        + (f" Whole run {summary['run_wall_s']:.1f} s (methods + scoring)." if summary.get("run_wall_s") else ""),
+        "Time = fitting + prediction over all folds; peak RSS = the process's peak resident memory "
+        "during a fold (max over folds).",
         "",
     ]
     has_labels = proto.get("labels_key") is not None
