@@ -214,3 +214,20 @@ def test_run_benchmark_writes_report(tmp_path):
     np.testing.assert_array_equal(res2.predictions["knn"].X, res.predictions["knn"].X)
     with pytest.raises(SpatialImputeInputError, match="dataset"):
         run_benchmark("toy", spatial=spatial, reference=reference, data_dir=data_dir)
+
+
+def test_sparse_and_layer_inputs_give_the_same_result():
+    import scipy.sparse as sp
+
+    spatial, reference, _ = _pair()
+    SpyImputer.seen = []
+    dense = cross_validate(spatial, reference, methods=[SpyImputer], n_folds=3, device="cpu", clustering=False)
+    sparse_sp = spatial.copy()
+    sparse_sp.X = sp.csr_matrix(spatial.X)
+    layered_ref = reference.copy()
+    layered_ref.layers["counts"] = layered_ref.X.copy()
+    layered_ref.X = np.zeros_like(layered_ref.X)  # would break the method if used
+    other = cross_validate(sparse_sp, layered_ref, methods=[SpyImputer], n_folds=3, device="cpu",
+                           clustering=False, reference_layer="counts")
+    np.testing.assert_allclose(other.truth.X, dense.truth.X, rtol=1e-6)
+    np.testing.assert_allclose(other.predictions["spy"].X, dense.predictions["spy"].X, rtol=1e-6)
