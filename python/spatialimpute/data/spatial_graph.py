@@ -28,8 +28,10 @@ def radius_for_mean_degree(coords: np.ndarray, target_degree: float = 4.0) -> fl
 
     The mean degree at radius ``r`` is ``#{ordered pairs i != j : d_ij < r} / N``. It is read
     off the sorted k-nearest-neighbour distances (exact while no cell has more than ``k``
-    neighbours inside ``r``; ``k`` grows until that holds). ``r`` is placed halfway between
-    the ``m``-th and ``(m+1)``-th smallest pair distance, ``m = round(target * N)``.
+    neighbours inside ``r``; ``k`` grows until that holds). With ``v`` the ``m``-th smallest
+    ordered-pair distance (``m = round(target * N)``), ``r`` either excludes the pairs tied
+    at ``v`` (``r = v``) or includes them (``r`` halfway to the next larger distance),
+    whichever mean degree is closer to the target (ties matter on regular grids).
 
     Parameters
     ----------
@@ -48,17 +50,22 @@ def radius_for_mean_degree(coords: np.ndarray, target_degree: float = 4.0) -> fl
     if not (0 < target_degree < n - 1):
         raise ValueError(f"target_degree: expected a value in (0, n_cells - 1) = (0, {n - 1}); found {target_degree}")
     tree = cKDTree(coords)
-    m = int(round(target_degree * n))
+    m = max(1, int(round(target_degree * n)))
     k = int(min(n - 1, max(16, math.ceil(4 * target_degree))))
     while True:
         dist, _ = tree.query(coords, k=k + 1)
         d = np.sort(dist[:, 1:].ravel())
-        lo = d[m - 1]
-        hi = d[m] if m < d.size else lo * 1.0001 + 1e-12
-        r = 0.5 * (lo + hi) if hi > lo else float(np.nextafter(lo, np.inf))
+        v = d[m - 1]
+        n_lt = int(np.searchsorted(d, v, side="left"))
+        n_le = int(np.searchsorted(d, v, side="right"))
+        if n_lt > 0 and abs(n_lt / n - target_degree) <= abs(n_le / n - target_degree):
+            r = float(v)  # ties at v: excluding them gets closer to the target
+        else:
+            nxt = d[n_le] if n_le < d.size else v * 1.0001 + 1e-12
+            r = float(0.5 * (v + nxt)) if nxt > v else float(np.nextafter(v, np.inf))
         # exact when every cell's k-th neighbour lies at or beyond r
         if k >= n - 1 or (dist[:, -1] >= r).all():
-            return float(r)
+            return r
         k = min(n - 1, 2 * k)
 
 

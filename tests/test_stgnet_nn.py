@@ -1,0 +1,191 @@
+"""STGNET networks and losses: shapes, gradient penalty, ZINB likelihood, spatial regulariser."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import gammaln
+
+from spatialimpute.module import stgnet as S
+from spatialimpute.nn.critics import ConvCritic, gradient_penalty
+from spatialimpute.nn.gcn import MultiViewGCN
+from spatialimpute.nn.generators import ConvDataGenerator
+from spatialimpute.nn.unet import UNetCore, UNetImputer, _UNetLevel, unet_sizes
+from spatialimpute.nn.zinb import ZINBDecoder, zinb_nll
+
+
+def _onehot(b, c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.one_hot(torch.randint(0, c, (b,), generator=g), c).float()
+
+
+def test_paper_unet_geometry():
+    assert unet_sizes(128, 5) == [128, 63, 31, 15, 7, 3]
+    assert unet_sizes(32, 4) == [32, 15, 7, 3, 1]
+    with pytest.raises(ValueError, match="inner size"):
+        unet_sizes(32, 5)
+
+
+@pytest.mark.parametrize("map_size,levels", [(16, 3), (32, 4), (64, 5)])
+def test_unet_imputer_shapes(map_size, levels):
+    torch.manual_seed(0)
+    s, c, b = 6, 4, 3
+    net = UNetImputer(s, c, map_size=map_size, ngf=4, n_levels=levels, n_coords=2)
+    x = torch.rand(b, 1, s, s)
+    out = net(x, (x > 0.5).float(), torch.rand_like(x), _onehot(b, c), torch.rand(b, 2))
+    assert out.shape == (b, 1, s, s)
+    assert ((out > 0) & (out < 1)).all()
+    core = UNetCore(5, 1, ngf=4, n_levels=levels)
+    assert core(torch.rand(2, 5, map_size, map_size)).shape[-1] == 2 * unet_sizes(map_size, levels)[1] + 1
+    with pytest.raises(ValueError, match="coordinates"):
+        net(x, x, x, _onehot(b, c))
+
+
+def test_unet_skip_is_activated_input():
+    """The original's in-place LeakyReLU: the concatenated skip is LReLU(x), not x."""
+    torch.manual_seed(0)
+    level = _UNetLevel(3, 4, None)
+    x = torch.randn(2, 3, 7, 7)
+    out = level(x)
+    assert out.shape == (2, 6, 7, 7)
+    torch.testing.assert_close(out[:, :3], torch.nn.functional.leaky_relu(x, 0.2))
+
+
+def test_generator_and_critic_shapes():
+    torch.manual_seed(0)
+    s, c, b = 5, 3, 4
+    g1 = ConvDataGenerator(s, c, latent_dim=16, trunk_channels=(8, 4))
+    img = g1(torch.randn(b, 16), _onehot(b, c))
+    assert img.shape == (b, 1, s, s) and ((img > 0) & (img < 1)).all()
+    for map_size in (16, 64):
+        d = ConvCritic(s, c, map_size=map_size)
+        assert d(img, _onehot(b, c)).shape == (b,)
+    d3 = ConvCritic(s, c, map_size=16, n_coords=2)
+    score = d3(img, _onehot(b, c), torch.rand(b, 2))
+    assert score.shape == (b,) and ((score > 0) & (score < 1)).all()
+    with pytest.raises(ValueError, match="power of two"):
+        ConvCritic(s, c, map_size=24)
+    # paper geometry of G1 has eps=0.8 BatchNorms
+    paper = ConvDataGenerator(s, c)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) and m.eps == 0.8 for m in paper.modules())
+
+
+def test_gradient_penalty_linear_critic_known_answer():
+    """For D(x) = <w, x> the input gradient is w everywhere: GP = lambda (||w|| - 1)^2."""
+    torch.manual_seed(0)
+    w = torch.randn(12, requires_grad=True)
+    real, fake = torch.rand(5, 1, 3, 4), torch.rand(5, 1, 3, 4)
+    gp = gradient_penalty(lambda x: x.reshape(x.shape[0], -1) @ w, real, fake, weight=10.0)
+    norm = w.detach().norm()
+    assert gp.item() == pytest.approx(10.0 * (norm.item() - 1.0) ** 2, rel=1e-5)
+    gp.backward()
+    expected = 2 * 10.0 * (norm - 1.0) * w.detach() / norm
+    torch.testing.assert_close(w.grad, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="shapes differ"):
+        gradient_penalty(lambda x: x.sum(1), real, fake[:2])
+
+
+def test_zinb_nll_matches_direct_computation():
+    rng = np.random.default_rng(0)
+    n = 200
+    y = rng.uniform(0, 1, n)
+    y[:60] = 0.0
+    pi, theta, mu = rng.uniform(0.05, 0.9, n), rng.uniform(0.2, 30, n), rng.uniform(0.01, 0.99, n)
+    eps = 1e-10
+    nb = (gammaln(theta + eps) + gammaln(y + 1) - gammaln(y + theta + eps)
+          + (theta + y) * np.log1p(mu / (theta + eps)) + y * (np.log(theta + eps) - np.log(mu + eps)))
+    pos = nb - np.log(1 - pi + eps)
+    zero = -np.log(pi + (1 - pi) * (theta / (theta + mu + eps)) ** theta + eps)
+    expected = np.where(y < 1e-8, zero, pos).mean()
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    got = zinb_nll(t(y), t(pi), t(theta), t(mu)).item()
+    assert got == pytest.approx(expected, rel=1e-10)
+    # for y > 0 the NB part is the negative log of the NB pmf (scipy form) for integer y
+    yi = np.array([1.0, 3.0, 7.0])
+    th, m_ = np.array([2.0, 5.0, 0.7]), np.array([0.5, 2.0, 4.0])
+    from scipy.stats import nbinom
+
+    direct = -nbinom.logpmf(yi, th, th / (th + m_)) - np.log(1 - 0.2)
+    got = [zinb_nll(t([a]), t([0.2]), t([b]), t([c])).item() for a, b, c in zip(yi, th, m_)]
+    np.testing.assert_allclose(got, direct, rtol=1e-8)
+
+
+def test_zinb_decoder_ranges():
+    torch.manual_seed(0)
+    dec = ZINBDecoder(8, 5, hidden=16)
+    pi, theta, mu = dec(torch.randn(10, 8))
+    assert pi.shape == theta.shape == mu.shape == (10, 5)
+    assert ((pi > 0) & (pi < 1)).all() and (theta >= 1e-4).all() and (theta <= 1e4).all() and ((mu > 0) & (mu < 1)).all()
+
+
+def _random_graph(n, p, seed):
+    rng = np.random.default_rng(seed)
+    a = (rng.uniform(size=(n, n)) < p).astype(np.float64)
+    a = np.triu(a, 1)
+    a = a + a.T
+    return a
+
+
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_spatial_regularizer_blockwise_equals_dense(block):
+    n = 23
+    a = _random_graph(n, 0.2, 1)
+    emb = torch.randn(n, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    e1 = emb.clone().requires_grad_(True)
+    e2 = emb.clone().requires_grad_(True)
+    edges = torch.as_tensor(np.vstack(np.nonzero(a)), dtype=torch.int64)
+    sr = S.spatial_regularizer(e1, edges, mode="exact", block_size=block)
+    dense = S.spatial_regularizer_dense(e2, torch.as_tensor(a))
+    assert sr.item() == pytest.approx(dense.item(), rel=1e-10)
+    sr.backward()
+    dense.backward()
+    torch.testing.assert_close(e1.grad, e2.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_spatial_regularizer_sampled_is_unbiased():
+    n = 40
+    a = _random_graph(n, 0.1, 3)
+    emb = torch.randn(n, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    edges = torch.as_tensor(np.vstack(np.nonzero(a)), dtype=torch.int64)
+    exact = S.spatial_regularizer(emb, edges).item()
+    gen = torch.Generator().manual_seed(0)
+    draws = [S.spatial_regularizer(emb, edges, mode="sampled", n_negative=20, generator=gen).item() for _ in range(300)]
+    assert np.mean(draws) == pytest.approx(exact, rel=0.01)
+    with pytest.raises(ValueError, match="sr_mode"):
+        S.spatial_regularizer(emb, edges, mode="dense")
+
+
+def test_kl_uses_observed_genes_only():
+    torch.manual_seed(0)
+    target, mu = torch.rand(8, 6), torch.rand(8, 6)
+    obs = torch.tensor([0, 2, 3])
+    kl = S.kl_observed(target, mu, obs)
+    mu2 = mu.clone()
+    mu2[:, [1, 4, 5]] = torch.rand(8, 3)  # changing held-out genes must not change the loss
+    assert S.kl_observed(target, mu2, obs).item() == pytest.approx(kl.item())
+    p, q = torch.softmax(target[:, obs], 1), torch.softmax(mu[:, obs], 1)
+    assert kl.item() == pytest.approx((p * (p.log() - q.log())).sum(1).mean().item(), rel=1e-5)
+
+
+def test_multiview_gcn_shapes_and_attention():
+    torch.manual_seed(0)
+    n, g = 12, 7
+    adj = torch.eye(n).to_sparse()
+    out = MultiViewGCN(g, 16, 8, attention_hidden=4, decoder_hidden=16)(torch.rand(n, g), adj, adj)
+    assert out["emb"].shape == (n, 8) and out["mu"].shape == (n, g)
+    torch.testing.assert_close(out["attention"].sum(1), torch.ones(n))
+
+
+def test_image_layout_roundtrip():
+    x = torch.arange(14.0).view(2, 7)
+    img = S.to_images(x, S.image_side(7))
+    assert img.shape == (2, 1, 3, 3)
+    assert img[0, 0, 1, 0].item() == 3.0  # gene j at pixel (j // s, j % s)
+    torch.testing.assert_close(S.from_images(img, 7), x)
+
+
+def test_inference_batches_never_leave_a_single_cell():
+    sl = S._inference_batches(201, 100)
+    assert [s.stop - s.start for s in sl] == [100, 101]
+    assert math.fsum(s.stop - s.start for s in S._inference_batches(250, 100)) == 250
