@@ -86,9 +86,17 @@ def cmd_benchmark(args) -> int:
     from .benchmark import markdown_table, run_benchmark
 
     settings.num_threads = args.threads
+    method_params: dict[str, dict] = {}
+    for key, value in _parse_params(args.param).items():
+        method, sep, name = key.partition(".")
+        if not sep or not name:
+            raise SpatialImputeInputError("--param", "METHOD.KEY=VALUE", repr(key), "e.g. --param knn.k=30")
+        method_params.setdefault(method, {})[name] = value
     result = run_benchmark(
         dataset=args.dataset, spatial=args.spatial, reference=args.reference, methods=args.methods,
         out=args.out, n_folds=args.folds, seed=args.seed, device=args.device, data_dir=args.data_dir,
+        method_params=method_params, labels_key=args.labels_key, clustering=not args.no_clustering,
+        save_predictions=args.save_predictions,
     )
     print(markdown_table(result.summary))
     print(f"results in {args.out}/")
@@ -212,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--folds", type=int, default=5, help="gene folds (default %(default)s)")
     p.add_argument("--data-dir", help="directory of benchmark pairs (default $SPATIALIMPUTE_DATA_DIR or ../shared/data)")
+    p.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE", help="method hyper-parameter, repeatable")
+    p.add_argument("--labels-key", default="cell_type", help="spatial obs column of annotated labels for clustering "
+                   "agreement, when present (default %(default)s)")
+    p.add_argument("--no-clustering", action="store_true", help="skip the Leiden clustering agreement")
+    p.add_argument("--save-predictions", action="store_true", help="also write each method's assembled prediction (.h5ad)")
     common(p)
     p.set_defaults(func=cmd_benchmark)
 

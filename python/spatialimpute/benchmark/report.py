@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .._io import write_bytes, write_h5ad, write_text
 from .cv import CVResult, cross_validate
 from .shared_data import dataset_paths
 
@@ -23,45 +22,6 @@ OUTPUT_FILES = {
     "summary_md": "summary.md",
     "figure": "spcc.png",
 }
-
-
-def _default_mode() -> int:
-    """Permissions a plainly created file would get (0o666 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _atomic_write_h5ad(path: Path, adata) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".h5ad", dir=path.parent)
-    os.close(fd)
-    try:
-        adata.write_h5ad(tmp)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -196,14 +156,14 @@ def write_report(result: CVResult, out, *, save_predictions: bool = False) -> di
             files[f"predictions_{m}"] = out / f"predictions_{m}.h5ad"
     summary = dict(result.summary)
     summary["outputs"] = {k: str(v) for k, v in files.items()}
-    _atomic_write_text(files["gene_metrics"], result.gene_table().to_csv(index=False))
-    _atomic_write_text(files["cell_metrics"], result.cell_table().to_csv(index=False))
-    _atomic_write_text(files["summary_json"], json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    _atomic_write_text(files["summary_md"], markdown_table(summary))
-    _atomic_write_bytes(files["figure"], spcc_figure(result))
+    write_text(result.gene_table().to_csv(index=False), files["gene_metrics"])
+    write_text(result.cell_table().to_csv(index=False), files["cell_metrics"])
+    write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", files["summary_json"])
+    write_text(markdown_table(summary), files["summary_md"])
+    write_bytes(spcc_figure(result), files["figure"])
     if save_predictions:
         for m, adata in result.predictions.items():
-            _atomic_write_h5ad(files[f"predictions_{m}"], adata)
+            write_h5ad(adata, files[f"predictions_{m}"])
     return files
 
 
