@@ -74,7 +74,7 @@
     np <- .py("numpy")
     ad <- .py("anndata")
     X <- if (methods::is(mat, "dgCMatrix")) Matrix::t(mat) else t(mat)
-    dimnames(X) <- NULL
+    dimnames(X) <- list(NULL, NULL)
     X <- reticulate::r_to_py(X)
     index <- pd$Index(.py_vector(as.character(cells)), dtype = "object")
     columns <- list()

@@ -1,0 +1,471 @@
+"""Read and write ``.rds`` files holding R single-cell objects (optional extra ``[r]``).
+
+Supported objects: ``SingleCellExperiment``, ``SpatialExperiment`` (handled as a
+SingleCellExperiment whose coordinates travel as a ``spatial`` reducedDim) and ``Seurat``
+(converted to a SingleCellExperiment in R first; coordinates from its FOV centroids). The
+R -> AnnData step uses ``anndata2ri``; the result goes back by adding the imputed genes to
+the original object, in R, the same way the R package ``SpatialImpute`` does:
+
+- SingleCellExperiment / SpatialExperiment: ``altExp(x, name)``, a SummarizedExperiment
+  with assay ``logcounts`` (genes x cells), ``rowData$reliability`` (and ``in_panel``) and
+  the run's provenance in ``metadata(...)$imputeSpatial``. The object keeps its class (a
+  SpatialExperiment stays one when the R package SpatialExperiment is installed; otherwise
+  it is written as a SingleCellExperiment with a ``spatial`` reducedDim).
+- Seurat: a new assay ``name`` (imputed values in ``data``), reliability in the assay's
+  feature meta data, provenance in ``seu@tools$imputeSpatial[[name]]``.
+
+Requires R (>= 4.1) with SingleCellExperiment (and SeuratObject for Seurat files), and the
+Python packages ``rpy2==3.5.17`` and ``anndata2ri==2.0.1`` (``pip install
+'spatialimpute[r]'``). Do not use this module from a Python embedded in R by reticulate:
+starting rpy2 there crashes R. R users call ``SpatialImpute::imputeSpatial()`` instead.
+
+Examples
+--------
+>>> from spatialimpute import rbridge, impute  # doctest: +SKIP
+>>> spatial, info = rbridge.read_rds("spatial.rds")  # doctest: +SKIP
+>>> reference, _ = rbridge.read_rds("reference.rds")  # doctest: +SKIP
+>>> result = impute(spatial, reference, method="knn")  # doctest: +SKIP
+>>> rbridge.write_rds(result, info, "imputed.rds")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._validation import SpatialImputeInputError
+
+__all__ = ["read_rds", "write_rds", "is_available"]
+
+# R helpers, defined once per session in a private R environment.
+_R_CODE = r"""
+local({
+    kind_of <- function(x) {
+        cls <- class(x)
+        if (inherits(x, "Seurat")) return("Seurat")
+        if ("SpatialExperiment" %in% cls || is(x, "SpatialExperiment")) return("SpatialExperiment")
+        if (is(x, "SingleCellExperiment")) return("SingleCellExperiment")
+        if (is(x, "SummarizedExperiment")) return("SummarizedExperiment")
+        stop("the .rds file holds a '", cls[1], "' object; expected a SingleCellExperiment, ",
+             "SpatialExperiment or Seurat object")
+    }
+
+    # A SpatialExperiment whose package is not installed: SpatialExperiment adds no slots
+    # to SingleCellExperiment, so it can be read as one.
+    as_readable <- function(x) {
+        if ("SpatialExperiment" %in% class(x) &&
+            !requireNamespace("SpatialExperiment", quietly = TRUE)) {
+            class(x) <- structure("SingleCellExperiment", package = "SingleCellExperiment")
+        }
+        x
+    }
+
+    atomic_df <- function(df, n, names) {
+        df <- as.data.frame(df, optional = TRUE)
+        keep <- vapply(df, function(v) (is.atomic(v) || is.factor(v)) && is.null(dim(v)),
+                       logical(1))
+        df <- df[, keep, drop = FALSE]
+        for (col in names(df)) if (is.factor(df[[col]])) df[[col]] <- droplevels(df[[col]])
+        if (!ncol(df)) df <- data.frame(row.names = seq_len(n))
+        rownames(df) <- names
+        S4Vectors::DataFrame(df, check.names = FALSE)
+    }
+
+    seurat_layer <- function(x, layer) {
+        assay <- SeuratObject::DefaultAssay(x)
+        if (utils::packageVersion("SeuratObject") >= "5.0.0") {
+            SeuratObject::LayerData(x[[assay]], layer = layer)
+        } else {
+            SeuratObject::GetAssayData(x, assay = assay, slot = layer)
+        }
+    }
+
+    seurat_coords <- function(x) {
+        images <- SeuratObject::Images(x)
+        for (img in images) {
+            obj <- x[[img]]
+            tc <- tryCatch(if (is(obj, "FOV")) {
+                SeuratObject::GetTissueCoordinates(obj, which = "centroids")
+            } else {
+                SeuratObject::GetTissueCoordinates(obj)
+            }, error = function(e) NULL)
+            if (is.null(tc)) next
+            tc <- as.data.frame(tc)
+            cells <- if ("cell" %in% names(tc)) tc$cell else rownames(tc)
+            idx <- match(colnames(x), cells)
+            if (anyNA(idx)) next
+            xy <- intersect(c("x", "y"), names(tc))
+            if (length(xy) < 2) next
+            return(list(coords = as.matrix(tc[idx, xy]), source = paste0("fov:", img)))
+        }
+        NULL
+    }
+
+    # Reduce any supported object to a plain SCE (one assay "counts", atomic colData /
+    # rowData, coordinates as reducedDim "spatial") that anndata2ri converts.
+    to_plain_sce <- function(x, assay) {
+        x <- as_readable(x)
+        kind <- kind_of(x)
+        coords <- NULL
+        source <- NA_character_
+        if (kind == "Seurat") {
+            if (!requireNamespace("SeuratObject", quietly = TRUE)) {
+                stop("the .rds file holds a Seurat object but R package SeuratObject is missing")
+            }
+            if (!nzchar(assay)) assay <- "counts"
+            mat <- seurat_layer(x, assay)
+            meta <- x[[]]
+            got <- seurat_coords(x)
+            if (!is.null(got)) { coords <- got$coords; source <- got$source }
+            rdata <- NULL
+        } else {
+            an <- SummarizedExperiment::assayNames(x)
+            if (!nzchar(assay)) assay <- if ("counts" %in% an) "counts" else an[1]
+            if (!length(an) || !assay %in% an) {
+                stop("assay '", assay, "' not found (assays: ", paste(an, collapse = ", "), ")")
+            }
+            mat <- SummarizedExperiment::assay(x, assay, withDimnames = TRUE)
+            meta <- SummarizedExperiment::colData(x)
+            rdata <- SummarizedExperiment::rowData(x)
+            if (is(x, "SingleCellExperiment")) {
+                sc <- SingleCellExperiment::int_colData(x)$spatialCoords
+                if (!is.null(sc) && NCOL(sc) >= 2) {
+                    coords <- as.matrix(sc); source <- "spatialCoords"
+                } else if ("spatial" %in% SingleCellExperiment::reducedDimNames(x)) {
+                    coords <- as.matrix(SingleCellExperiment::reducedDim(x, "spatial"))
+                    source <- "reducedDim:spatial"
+                }
+            }
+        }
+        if (is(mat, "DelayedArray")) mat <- as.matrix(mat)
+        if (is(mat, "sparseMatrix")) mat <- as(as(mat, "CsparseMatrix"), "generalMatrix")
+        if (!(is.numeric(mat) || is(mat, "dMatrix")) || is.logical(mat)) {
+            stop("assay '", assay, "' is not numeric")
+        }
+        cells <- colnames(x)
+        if (is.null(cells) || anyDuplicated(cells)) cells <- paste0("cell_", seq_len(ncol(x)))
+        genes <- rownames(x)
+        if (is.null(genes)) stop("the object has no gene names (rownames)")
+        dimnames(mat) <- list(genes, cells)
+        sce <- SingleCellExperiment::SingleCellExperiment(
+            assays = list(counts = mat),
+            colData = atomic_df(meta, ncol(x), cells),
+            rowData = if (is.null(rdata)) NULL else atomic_df(rdata, nrow(x), genes))
+        if (!is.null(coords)) {
+            coords <- unname(coords)
+            storage.mode(coords) <- "double"
+            rownames(coords) <- cells
+            SingleCellExperiment::reducedDim(sce, "spatial") <- coords
+        }
+        cd <- SummarizedExperiment::colData(sce)
+        logical_cols <- names(cd)[vapply(cd, function(v) is.logical(v) && !anyNA(v), logical(1))]
+        list(sce = sce, kind = kind, class = class(x)[1], assay = assay,
+             logical_cols = as.character(logical_cols),
+             coords = source, original_cell_names = !is.null(colnames(x)))
+    }
+
+    # Add the imputed genes to the original object, as the R package SpatialImpute does.
+    attach_result <- function(x, mat, genes, reliability, in_panel, params_json, name) {
+        x <- as_readable(x)
+        kind <- kind_of(x)
+        reliability <- as.numeric(reliability)
+        in_panel <- as.logical(in_panel)
+        params <- if (requireNamespace("jsonlite", quietly = TRUE)) {
+            jsonlite::fromJSON(params_json, simplifyVector = TRUE)
+        } else {
+            list(json = params_json)
+        }
+        if (ncol(mat) != ncol(x)) {
+            stop("the result has ", ncol(mat), " cells but the original object ", ncol(x))
+        }
+        rownames(mat) <- genes
+        colnames(mat) <- colnames(x)
+        if (kind == "Seurat") {
+            if (identical(name, SeuratObject::DefaultAssay(x))) {
+                stop("name '", name, "' is the default assay of the Seurat object")
+            }
+            mat <- as(as(mat, "CsparseMatrix"), "generalMatrix")
+            assay <- suppressWarnings(SeuratObject::CreateAssayObject(data = mat))
+            assay[["reliability"]] <- stats::setNames(reliability, rownames(assay))
+            if (length(in_panel)) assay[["in_panel"]] <- stats::setNames(in_panel, rownames(assay))
+            SeuratObject::Key(assay) <- paste0(gsub("[^[:alnum:]]", "", tolower(name)), "_")
+            x[[name]] <- assay
+            tools <- slot(x, "tools")
+            if (is.null(tools$imputeSpatial)) tools$imputeSpatial <- list()
+            tools$imputeSpatial[[name]] <- params
+            slot(x, "tools") <- tools
+            return(x)
+        }
+        if (!is(x, "SingleCellExperiment")) {
+            stop("imputed genes can be added to a SingleCellExperiment, SpatialExperiment or ",
+                 "Seurat object; the original is a ", class(x)[1])
+        }
+        if ("SingleCellExperiment" %in% class(x) && !"spatial" %in% SingleCellExperiment::reducedDimNames(x)) {
+            sc <- SingleCellExperiment::int_colData(x)$spatialCoords
+            if (!is.null(sc) && NCOL(sc) >= 2 && !requireNamespace("SpatialExperiment", quietly = TRUE)) {
+                SingleCellExperiment::reducedDim(x, "spatial") <- as.matrix(sc)
+            }
+        }
+        rd <- S4Vectors::DataFrame(reliability = reliability, row.names = genes)
+        if (length(in_panel)) rd$in_panel <- in_panel
+        ae <- SummarizedExperiment::SummarizedExperiment(
+            assays = list(logcounts = mat), rowData = rd,
+            metadata = list(imputeSpatial = params))
+        SingleCellExperiment::altExp(x, name) <- ae
+        x
+    }
+
+    env <- new.env()
+    env$to_plain_sce <- to_plain_sce
+    env$attach_result <- attach_result
+    env
+})
+"""
+
+_STATE: dict = {}
+
+
+def is_available() -> bool:
+    """Whether the R bridge can be used here (rpy2 and anndata2ri import, not inside R).
+
+    Returns
+    -------
+    bool
+    """
+    if _embedded_in_r():
+        return False
+    try:
+        import anndata2ri  # noqa: F401
+        import rpy2.robjects  # noqa: F401
+    except Exception:  # rpy2 raises various errors when R itself is missing
+        return False
+    return True
+
+
+def _embedded_in_r() -> bool:
+    # reticulate imports its helper module 'rpycall' into the Python it embeds in R.
+    return "rpycall" in sys.modules
+
+
+def _r():
+    """The rpy2 robjects module with SingleCellExperiment loaded and our helpers defined."""
+    if _embedded_in_r():
+        raise RuntimeError(
+            "spatialimpute.rbridge cannot be used from Python running inside R (reticulate): "
+            "starting rpy2 there crashes R. In R, call SpatialImpute::imputeSpatial() on the "
+            "objects directly."
+        )
+    if "helpers" in _STATE:
+        return _STATE["ro"], _STATE["helpers"]
+    try:
+        import rpy2.robjects as ro
+    except Exception as err:  # ImportError, or rpy2's own errors when R is missing
+        raise ImportError(
+            "Reading and writing .rds files needs R (>= 4.1, with the Bioconductor package "
+            "SingleCellExperiment) and the Python packages rpy2==3.5.17 and anndata2ri==2.0.1: "
+            "pip install 'spatialimpute[r]' (R headers, e.g. r-base-dev, are needed to build "
+            f"rpy2). Import failed with: {err}"
+        ) from err
+    try:
+        # (rpy2 returns None for invisible R values: wrap in isTRUE())
+        ok = bool(ro.r("isTRUE(suppressPackageStartupMessages("
+                       "requireNamespace('SingleCellExperiment', quietly = TRUE)))")[0])
+    except Exception as err:  # pragma: no cover - R broken
+        raise ImportError(f"R could not be started through rpy2: {err}") from err
+    if not ok:
+        raise ImportError(
+            "The R package SingleCellExperiment is not installed: install it (Bioconductor, "
+            "or apt: r-bioc-singlecellexperiment) to read and write .rds files."
+        )
+    helpers = ro.r(_R_CODE)
+    _STATE["ro"], _STATE["helpers"] = ro, helpers
+    return ro, helpers
+
+
+def _r_call(fn, *args, what: str):
+    """Call an R function; R errors become SpatialImputeInputError with R's message."""
+    from rpy2.rinterface_lib.embedded import RRuntimeError
+
+    try:
+        return fn(*args)
+    except RRuntimeError as err:
+        message = re.sub(r"^Error in .*?:\s*", "", str(err).strip(), count=1, flags=re.S)
+        raise SpatialImputeInputError(what, "an .rds file with a supported R object", message,
+                                      "save a SingleCellExperiment, SpatialExperiment or Seurat "
+                                      "object with saveRDS()") from err
+
+
+def read_rds(path, assay: str | None = None):
+    """Read an ``.rds`` file holding a SingleCellExperiment, SpatialExperiment or Seurat object.
+
+    Parameters
+    ----------
+    path
+        Path of the ``.rds`` file.
+    assay
+        Assay (Seurat: layer of the default assay) that becomes ``X``. Default: ``"counts"``
+        when present, else the first assay.
+
+    Returns
+    -------
+    adata : anndata.AnnData
+        Cells x genes; ``X`` = the assay, ``obs``/``var`` = the atomic columns of the cell and
+        gene metadata, ``obsm["spatial"]`` = the coordinates (SpatialExperiment
+        ``spatialCoords``, a ``spatial`` reducedDim, or a Seurat FOV's centroids) when present.
+    info : dict
+        What :func:`write_rds` needs to rebuild an object of the same kind: ``path`` (absolute),
+        ``kind`` (``"SingleCellExperiment"``, ``"SpatialExperiment"``, ``"Seurat"`` or
+        ``"SummarizedExperiment"``), ``class``, ``assay``, ``coords`` (where the coordinates
+        came from, or None), ``n_cells``, ``cell_names`` (the obs names).
+
+    Raises
+    ------
+    SpatialImputeInputError
+        The file is missing or does not hold a supported object.
+    ImportError
+        rpy2 / anndata2ri / R / SingleCellExperiment are not available.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise SpatialImputeInputError("path", "an existing .rds file", repr(str(path)), "check the path")
+    ro, helpers = _r()
+    import anndata2ri
+    from rpy2.robjects.conversion import get_conversion, localconverter
+
+    robj = _r_call(ro.r["readRDS"], str(path), what="path")
+    res = _r_call(helpers["to_plain_sce"], robj, assay or "",
+                  what="assay" if assay is not None else "path")
+    sce = res.rx2("sce")
+    with localconverter(anndata2ri.converter):
+        adata = get_conversion().rpy2py(sce)
+    if "spatial" in adata.obsm:
+        adata.obsm["spatial"] = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    # anndata2ri turns logical columns into integers: restore them.
+    for col in res.rx2("logical_cols"):
+        if col in adata.obs:
+            adata.obs[col] = adata.obs[col].astype(bool)
+    if sp.issparse(adata.X):
+        adata.X = sp.csr_matrix(adata.X)
+    coords = res.rx2("coords")[0]
+    info = {
+        "path": str(path),
+        "kind": str(res.rx2("kind")[0]),
+        "class": str(res.rx2("class")[0]),
+        "assay": str(res.rx2("assay")[0]),
+        "coords": None if coords is ro.NA_Character or str(coords) == "NA" else str(coords),
+        "n_cells": int(adata.n_obs),
+        "cell_names": [str(c) for c in adata.obs_names],
+    }
+    return adata, info
+
+
+def _plain(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def write_rds(result, info: dict, path, name: str = "imputed") -> None:
+    """Write the original R object of ``info`` with the imputed genes of ``result`` added.
+
+    The original object is read again from ``info["path"]`` and gets the imputed genes the
+    way the R package does it (see the module docstring); the file is written atomically
+    (temporary file + rename), so ``path`` may be the input file itself.
+
+    Parameters
+    ----------
+    result
+        AnnData returned by :func:`spatialimpute.impute` (cells = the spatial cells of the
+        original object, same order).
+    info
+        The ``info`` dict returned by :func:`read_rds` for the spatial object.
+    path
+        Output ``.rds`` path.
+    name
+        altExp name (SingleCellExperiment / SpatialExperiment) or assay name (Seurat).
+
+    Raises
+    ------
+    SpatialImputeInputError
+        ``result`` does not match the original object's cells, or ``info`` is not from
+        :func:`read_rds`.
+    """
+    import anndata
+
+    if not isinstance(result, anndata.AnnData):
+        raise SpatialImputeInputError("result", "the AnnData returned by spatialimpute.impute",
+                                      type(result).__name__, "pass the imputation result")
+    if not isinstance(info, dict) or "path" not in info or "kind" not in info:
+        raise SpatialImputeInputError("info", "the info dict returned by read_rds", repr(type(info).__name__),
+                                      "read the spatial object with rbridge.read_rds first")
+    cells = [str(c) for c in result.obs_names]
+    if cells != list(info.get("cell_names", cells)):
+        raise SpatialImputeInputError(
+            "result", f"the {info.get('n_cells')} cells of {info['path']} in the same order",
+            f"{result.n_obs} cells that differ", "impute on the object read from that file, without subsetting")
+    if not isinstance(name, str) or not name:
+        raise SpatialImputeInputError("name", "a non-empty string", repr(name), 'use name="imputed"')
+    ro, helpers = _r()
+    original = Path(info["path"])
+    if not original.is_file():
+        raise SpatialImputeInputError("info", "the original .rds file to still exist", repr(str(original)),
+                                      "write the result before moving the input file")
+    robj = _r_call(ro.r["readRDS"], str(original), what="info")
+
+    mat = _to_r_matrix(ro, result.X)
+    genes = ro.StrVector([str(g) for g in result.var_names])
+    if "reliability" in result.var:
+        reliability = _numpy_to_r(ro, np.asarray(result.var["reliability"], dtype=np.float64))
+    else:
+        reliability = ro.FloatVector(np.full(result.n_vars, np.nan))
+    in_panel = (ro.BoolVector([bool(v) for v in result.var["in_panel"]])
+                if "in_panel" in result.var else ro.BoolVector([]))
+    provenance = result.uns.get("spatialimpute", {})
+    params_json = json.dumps({"provenance": provenance, "source": "spatialimpute.rbridge",
+                              "assay.type": info.get("assay"), "coords": info.get("coords")},
+                             default=_plain)
+    out = _r_call(helpers["attach_result"], robj, mat, genes, reliability, in_panel,
+                  params_json, name, what="result")
+
+    path = Path(path).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        ro.r["saveRDS"](out, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _numpy_to_r(ro, array):
+    """A 1-D numpy array as an R vector (bulk copy through rpy2's numpy converter)."""
+    from rpy2.robjects import numpy2ri
+    from rpy2.robjects.conversion import get_conversion, localconverter
+
+    with localconverter(ro.default_converter + numpy2ri.converter):
+        return get_conversion().py2rpy(np.ascontiguousarray(array))
+
+
+def _to_r_matrix(ro, X):
+    """A cells x genes matrix (numpy or scipy) as an R genes x cells double matrix/dgCMatrix."""
+    if sp.issparse(X):
+        csr = sp.csr_matrix(X, dtype=np.float64)  # rows = cells -> CSC of the transpose
+        csr.sort_indices()
+        n_cells, n_genes = csr.shape
+        build = ro.r("function(i, p, x, d) Matrix::sparseMatrix(i = i, p = p, x = x, dims = d, "
+                     "index1 = FALSE, repr = 'C')")
+        return build(_numpy_to_r(ro, csr.indices.astype(np.int32)), _numpy_to_r(ro, csr.indptr.astype(np.int32)),
+                     _numpy_to_r(ro, csr.data), ro.IntVector([n_genes, n_cells]))
+    dense = np.asarray(X, dtype=np.float64)
+    n_cells, n_genes = dense.shape
+    # Column-major genes x cells == row-major cells x genes.
+    return ro.r["matrix"](_numpy_to_r(ro, dense.ravel(order="C")), nrow=n_genes, ncol=n_cells)
