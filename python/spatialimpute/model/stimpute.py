@@ -1,0 +1,419 @@
+"""stImpute: autoencoder joint embedding + kNN + gene-graph GraphSAGE (ALGORITHMS.md Part B).
+
+Pipeline (per model = per gene fold in a cross-validation):
+
+1. An autoencoder on the spatial cells' panel genes (30 epochs; reference rows only ride along
+   in the shuffled batches, as in the original).
+2. Two EM rounds: cosine kNN from spatial to reference cells in the latent space (chunked);
+   E-step = full-batch GraphSAGE+MLP steps on the panel genes (neighbour expression gathered
+   on the fly from the indices, exact full-batch gradients accumulated over chunks when the
+   batch does not fit); M-step = autoencoder refinement towards ``(AE(Y) + GNN(X)) / 2``.
+3. Predict all genes (panel then targets) through the prediction gene graph with the round-2
+   neighbours; blend with the distance-weighted kNN mean from the final encoder.
+4. A reliability MLP learns, from the in-sample panel-gene predictions, their cosine with the
+   measurement, and scores each target gene (``var["reliability"]``, clipped to [0, 1]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from .._settings import derive_seed, progress
+from .._validation import SpatialImputeInputError
+from ..data.embeddings import resolve_gene_embeddings
+from ..data.gene_graph import GRAPH_MODES, aggregation_matrix, gene_similarity
+from ..module.stimpute import (
+    ReliabilityMLP,
+    StImputeAE,
+    StImputeGNN,
+    final_blend,
+    gnn_forward_chunked,
+    gnn_loss_and_backward,
+    uncentred_cosine_columns,
+    weighted_knn_mean,
+)
+from ._base import BaseImputer
+
+__all__ = ["StImpute", "REGIMES"]
+
+#: The original's size regimes (B.1): "small" when spatial cells < 10,000 and panel genes < 500.
+REGIMES = {
+    "small": {"k": 50, "gnn_steps": 10, "hidden": 256, "alpha": 0.7, "reliability_steps": 100},
+    "large": {"k": 20, "gnn_steps": 50, "hidden": 32, "alpha": 0.5, "reliability_steps": 200},
+}
+
+
+@contextlib.contextmanager
+def _few_threads(device: torch.device, n: int = 1):
+    """Run many tiny CPU ops on one thread (thread hand-offs cost more than they gain there)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(n, before))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _knn(query, reference, k, device):
+    from ..data.neighbors import knn_cosine
+
+    return knn_cosine(query, reference, k, device=device)
+
+
+class StImpute(BaseImputer):
+    """stImpute imputation model.
+
+    Parameters
+    ----------
+    spatial, reference, genes, seed, device, ...
+        See :class:`~spatialimpute.model._base.BaseImputer`.
+    **params
+        See :meth:`default_params`. The main ones: ``gene_embeddings`` (table path, list of
+        sources, or ``None`` for the expression-similarity graph), ``esm_fasta`` +
+        ``esm_checkpoint`` (local ESM-2), ``graph_mode``, ``regime``.
+
+    Examples
+    --------
+    >>> model = StImpute(spatial, reference, gene_embeddings="emb.csv.gz")  # doctest: +SKIP
+    >>> out = model.impute()                                               # doctest: +SKIP
+    """
+
+    method_name = "stimpute"
+
+    @classmethod
+    def default_params(cls) -> dict:
+        """Hyper-parameters.
+
+        Returns
+        -------
+        dict
+            ``gene_embeddings`` (None), ``esm_fasta`` / ``esm_checkpoint`` / ``esm_pooling``
+            ("last") / ``esm_layer`` / ``esm_cache_dir``: embedding sources;
+            ``graph_mode`` ("distance_code" | "similarity_paper");
+            ``regime`` ("auto" | "small" | "large"); ``k``, ``gnn_steps``, ``hidden``,
+            ``alpha``, ``reliability_steps``: None = from the regime (B.1 table);
+            ``em_rounds`` (2), ``ae_epochs`` (30), ``ae_steps`` (10, per M-step),
+            ``latent_dim`` (100), ``ae_batch_size`` (512), ``ae_lr`` (1e-2),
+            ``ae_weight_decay`` (1e-4), ``lr`` (1e-2), ``weight_decay`` (1e-2);
+            ``chunk_size``: spatial cells per GNN chunk (None: from ``memory_budget_gb``);
+            ``memory_budget_gb`` (1.0): activation memory allowed for one GNN chunk;
+            ``reliability_max_cells`` (20000): cells used as the reliability model's inputs
+            (a fixed random subset when there are more; the original uses all cells).
+        """
+        return {
+            "gene_embeddings": None,
+            "esm_fasta": None,
+            "esm_checkpoint": None,
+            "esm_pooling": "last",
+            "esm_layer": None,
+            "esm_cache_dir": None,
+            "graph_mode": "distance_code",
+            "regime": "auto",
+            "k": None,
+            "gnn_steps": None,
+            "hidden": None,
+            "alpha": None,
+            "reliability_steps": None,
+            "em_rounds": 2,
+            "ae_epochs": 30,
+            "ae_steps": 10,
+            "latent_dim": 100,
+            "ae_batch_size": 512,
+            "ae_lr": 1e-2,
+            "ae_weight_decay": 1e-4,
+            "lr": 1e-2,
+            "weight_decay": 1e-2,
+            "chunk_size": None,
+            "memory_budget_gb": 1.0,
+            "reliability_max_cells": 20000,
+        }
+
+    # ------------------------------------------------------------------ settings
+    def _check_params(self) -> dict:
+        p = self.params
+        if p["graph_mode"] not in GRAPH_MODES:
+            raise SpatialImputeInputError(
+                "graph_mode", f"one of {list(GRAPH_MODES)}", repr(p["graph_mode"]),
+                "use 'distance_code' (the authors' code) or 'similarity_paper' (the paper)",
+            )
+        if p["esm_pooling"] not in ("last", "mean"):
+            raise SpatialImputeInputError("esm_pooling", "'last' or 'mean'", repr(p["esm_pooling"]),
+                                          "use 'last' (the authors') or 'mean'")
+        regime = p["regime"]
+        if regime == "auto":
+            small = self.paired.n_cells < 10_000 and self.paired.n_features < 500
+            regime = "small" if small else "large"
+        if regime not in REGIMES:
+            raise SpatialImputeInputError("regime", "'auto', 'small' or 'large'", repr(p["regime"]),
+                                          "use regime='auto'")
+        eff = dict(REGIMES[regime])
+        for key in eff:
+            if p[key] is not None:
+                eff[key] = p[key]
+        for key in ("k", "gnn_steps", "hidden", "reliability_steps"):
+            v = eff[key]
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (0 if key in ("gnn_steps", "reliability_steps") else 1):
+                raise SpatialImputeInputError(key, "a positive integer", repr(v), f"pass e.g. {key}={REGIMES[regime][key]}")
+        if not 0.0 <= float(eff["alpha"]) <= 1.0:
+            raise SpatialImputeInputError("alpha", "a number in [0, 1]", repr(eff["alpha"]), "pass e.g. alpha=0.7")
+        for key in ("em_rounds", "ae_epochs", "ae_steps", "latent_dim", "ae_batch_size"):
+            v = p[key]
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (1 if key in ("latent_dim", "ae_batch_size", "em_rounds") else 0):
+                raise SpatialImputeInputError(key, "a non-negative integer", repr(v), "see StImpute.default_params()")
+        if self.paired.n_features < 2:
+            raise SpatialImputeInputError(
+                "spatial", "at least 2 panel genes shared with the reference as model input",
+                f"{self.paired.n_features}", "impute fewer genes at once or use a larger panel",
+            )
+        eff["k"] = int(min(eff["k"], self.paired.n_reference))
+        eff["regime"] = regime
+        return eff
+
+    def _chunk(self, n_genes: int, k: int, hidden: int) -> int:
+        if self.params["chunk_size"] is not None:
+            return max(1, int(self.params["chunk_size"]))
+        floats_per_cell = n_genes * (20 * k + 8 * hidden + 4)
+        budget = float(self.params["memory_budget_gb"]) * 2**30 / 4
+        return max(1, int(budget // max(floats_per_cell, 1)))
+
+    # ------------------------------------------------------------------ pieces
+    def _gene_graphs(self) -> tuple[np.ndarray, np.ndarray]:
+        p, pd_ = self.params, self.paired
+        genes = list(pd_.feature_genes) + list(pd_.target_genes)
+        emb = resolve_gene_embeddings(
+            p["gene_embeddings"], esm_fasta=p["esm_fasta"], esm_checkpoint=p["esm_checkpoint"],
+            esm_pooling=p["esm_pooling"], esm_layer=p["esm_layer"], esm_cache_dir=p["esm_cache_dir"],
+            genes=genes, device=self.device,
+        )
+        if emb is not None:
+            cov = emb.coverage(genes)
+            self.embedding_coverage = cov.to_dict()
+            if cov.n_covered == 0:
+                raise SpatialImputeInputError(
+                    "gene_embeddings", "vectors for at least one panel or target gene",
+                    f"none of the {cov.n_genes} genes (e.g. {genes[:3]}) in {emb.source or 'the input'}"
+                    f" (which has e.g. {list(emb.genes[:3])})",
+                    "check that the table's rows are gene symbols of the same species, or pass "
+                    "gene_embeddings=None for the expression-similarity graph",
+                )
+        else:
+            self.embedding_coverage = {"n_genes": len(genes), "n_covered": 0, "missing": []}
+        sim, _ = gene_similarity(genes, pd_.reference_X, emb)
+        nf = pd_.n_features
+        a_train = aggregation_matrix(sim[:nf, :nf], p["graph_mode"])
+        a_pred = aggregation_matrix(sim, p["graph_mode"])
+        return a_train, a_pred
+
+    def _encode(self, ae: StImputeAE, x: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([ae.encode(x[s:s + chunk]) for s in range(0, x.shape[0], chunk)])
+
+    def _train_ae(self, ae, opt, y, ref_feat, gen) -> None:
+        n_st, n_tot = y.shape[0], y.shape[0] + ref_feat.shape[0]
+        bs = int(self.params["ae_batch_size"])
+        for _ in progress(range(int(self.params["ae_epochs"])), desc="stImpute AE"):
+            perm = torch.randperm(n_tot, generator=gen, device="cpu").to(self.device)
+            total, count = 0.0, 0
+            for s in range(0, n_tot, bs):
+                batch = perm[s:s + bs]
+                rows = batch[batch < n_st]  # reference rows are carried along, not in the loss
+                if rows.numel() == 0:
+                    continue
+                xb = y[rows]
+                loss = torch.nn.functional.mse_loss(ae(xb), xb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * rows.numel()
+                count += rows.numel()
+            self.log("ae_loss", total / max(count, 1))
+
+    def _m_step(self, ae, opt, y, gnn_pred) -> None:
+        n = y.shape[0]
+        chunk = max(1, int(self.params["memory_budget_gb"] * 2**30 / 4 // (y.shape[1] * 6 + 300)))
+        for _ in range(int(self.params["ae_steps"])):
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for s in range(0, n, chunk):
+                yb = y[s:s + chunk]
+                loss = torch.nn.functional.mse_loss((ae(yb) + gnn_pred[s:s + chunk]) / 2, yb, reduction="sum")
+                (loss / (n * y.shape[1])).backward()
+                total += float(loss.detach())
+            opt.step()
+            self.log("ae_refine_loss", total / (n * y.shape[1]))
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self) -> None:
+        eff = self._check_params()
+        self.effective_params = eff
+        pd_, dev = self.paired, self.device
+        nf = pd_.n_features
+        k, hidden = eff["k"], eff["hidden"]
+
+        a_train, a_pred = self._gene_graphs()
+        y = torch.as_tensor(pd_.spatial_X, dtype=torch.float32, device=dev)
+        ref_all = torch.as_tensor(pd_.reference_X, dtype=torch.float32, device=dev)
+        ref_feat = ref_all[:, :nf].contiguous()
+        agg_train_t = torch.as_tensor(a_train, device=dev).T.contiguous()
+        agg_pred_t = torch.as_tensor(a_pred, device=dev).T.contiguous()
+
+        gen = torch.Generator(device="cpu").manual_seed(derive_seed(self.seed, "stimpute-ae-batches"))
+        torch.manual_seed(derive_seed(self.seed, "stimpute-ae-init"))
+        ae = StImputeAE(nf, int(self.params["latent_dim"])).to(dev)
+        ae_opt = torch.optim.Adam(ae.parameters(), lr=self.params["ae_lr"], weight_decay=self.params["ae_weight_decay"])
+        with _few_threads(dev):
+            self._train_ae(ae, ae_opt, y, ref_feat, gen)
+
+        torch.manual_seed(derive_seed(self.seed, "stimpute-gnn-init"))
+        gnn = StImputeGNN(k, hidden).to(dev)
+        gnn_opt = torch.optim.Adam(gnn.parameters(), lr=self.params["lr"], weight_decay=self.params["weight_decay"])
+        chunk_train = self._chunk(nf, k, hidden)
+        self.chunk_sizes = {"train": chunk_train}
+
+        idx = None
+        for rnd in range(int(self.params["em_rounds"])):
+            idx, _ = _knn(self._encode(ae, y), self._encode(ae, ref_feat), k, dev)
+            gnn.train()
+            for _ in progress(range(int(eff["gnn_steps"])), desc=f"stImpute E-step {rnd + 1}"):
+                gnn_opt.zero_grad(set_to_none=True)
+                loss = gnn_loss_and_backward(gnn, ref_feat, idx, y, agg_train_t, chunk_train)
+                gnn_opt.step()
+                self.log("gnn_loss", loss)
+            gnn.eval()
+            with torch.no_grad():
+                p_train = gnn_forward_chunked(gnn, ref_feat, idx, agg_train_t, chunk_train)
+            self._m_step(ae, ae_opt, y, p_train)
+            del p_train
+
+        self._ae, self._gnn = ae, gnn
+        self._idx_pred = idx  # neighbours of the last round, found before its M-step (B.7.4)
+        self._agg_pred_t = agg_pred_t
+        self._ref_all = ref_all
+        self._train_reliability(y, eff)
+
+    # ------------------------------------------------------------------ predict
+    def _gnn_all(self) -> torch.Tensor:
+        eff = self.effective_params
+        chunk = self._chunk(self.paired.n_features + self.paired.n_targets, eff["k"], eff["hidden"])
+        self.chunk_sizes = {**getattr(self, "chunk_sizes", {}), "predict": chunk}
+        with torch.no_grad():
+            return gnn_forward_chunked(self._gnn.eval(), self._ref_all, self._idx_pred, self._agg_pred_t, chunk)
+
+    def _reliability_inputs(self, cols: torch.Tensor) -> torch.Tensor:
+        return cols.T[:, self._rel_cells] if self._rel_cells is not None else cols.T
+
+    def _train_reliability(self, y: torch.Tensor, eff: dict) -> None:
+        nf, n = self.paired.n_features, self.paired.n_cells
+        p_all = self._gnn_all()
+        self._p_all = p_all
+        m = int(self.params["reliability_max_cells"])
+        if n > m:
+            g = torch.Generator(device="cpu").manual_seed(derive_seed(self.seed, "stimpute-rel-cells"))
+            self._rel_cells = torch.sort(torch.randperm(n, generator=g)[:m]).values.to(self.device)
+        else:
+            self._rel_cells = None
+        p_train = p_all[:, :nf]
+        x = self._reliability_inputs(p_train)
+        target = uncentred_cosine_columns(p_train, y).unsqueeze(1)
+        torch.manual_seed(derive_seed(self.seed, "stimpute-rel-init"))
+        rel = ReliabilityMLP(x.shape[1], eff["hidden"]).to(self.device)
+        opt = torch.optim.Adam(rel.parameters(), lr=self.params["lr"], weight_decay=self.params["weight_decay"])
+        with _few_threads(self.device):
+            self._fit_reliability(rel, opt, x, target, int(eff["reliability_steps"]))
+        self._rel = rel.eval()
+
+    def _fit_reliability(self, rel, opt, x, target, steps) -> None:
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.mse_loss(rel(x), target)
+            loss.backward()
+            opt.step()
+            self.log("reliability_loss", float(loss.detach()))
+
+    def _predict(self) -> np.ndarray:
+        pd_, eff = self.paired, self.effective_params
+        nf = pd_.n_features
+        p_all = getattr(self, "_p_all", None)
+        if p_all is None:
+            p_all = self._gnn_all()
+            self._p_all = p_all
+        y = torch.as_tensor(pd_.spatial_X, dtype=torch.float32, device=self.device)
+        idx, dist = _knn(self._encode(self._ae, y), self._encode(self._ae, self._ref_all[:, :nf]), eff["k"], self.device)
+        knn_mean = weighted_knn_mean(self._ref_all[:, nf:], idx, dist)
+        out = final_blend(p_all[:, nf:], knn_mean, float(eff["alpha"]))
+        return out.cpu().numpy().astype(np.float32)
+
+    def _reliability(self, prediction: np.ndarray) -> np.ndarray:
+        nf = self.paired.n_features
+        with torch.no_grad():
+            score = self._rel(self._reliability_inputs(self._p_all[:, nf:])).squeeze(1)
+        return np.clip(score.cpu().numpy().astype(np.float64), 0.0, 1.0)
+
+    # ------------------------------------------------------------------ save / load
+    def _state_dict(self) -> dict:
+        state = {f"ae.{k}": v for k, v in self._ae.state_dict().items()}
+        state.update({f"gnn.{k}": v for k, v in self._gnn.state_dict().items()})
+        state.update({f"rel.{k}": v for k, v in self._rel.state_dict().items()})
+        state["idx_pred"] = self._idx_pred.to(torch.int64)
+        state["agg_pred_t"] = self._agg_pred_t
+        if self._rel_cells is not None:
+            state["rel_cells"] = self._rel_cells
+        state["effective_params"] = dict(self.effective_params)
+        state["embedding_coverage"] = dict(self.embedding_coverage)
+        return state
+
+    def _load_state_dict(self, state: dict) -> None:
+        eff = dict(state["effective_params"])
+        self.effective_params = eff
+        self.embedding_coverage = state.get("embedding_coverage", {})
+        nf, dev = self.paired.n_features, self.device
+        ae = StImputeAE(nf, int(self.params["latent_dim"])).to(dev)
+        ae.load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("ae.")})
+        gnn = StImputeGNN(int(eff["k"]), int(eff["hidden"])).to(dev)
+        gnn.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("gnn.")})
+        rel_w = {k[4:]: v for k, v in state.items() if k.startswith("rel.")}
+        rel = ReliabilityMLP(rel_w["net.0.weight"].shape[1], int(eff["hidden"])).to(dev)
+        rel.load_state_dict(rel_w)
+        idx = state["idx_pred"].to(dev, torch.int64)
+        if idx.shape[0] != self.paired.n_cells:
+            raise SpatialImputeInputError(
+                "spatial", f"the {idx.shape[0]} spatial cells the model was trained on",
+                f"{self.paired.n_cells} cells", "load the model with the spatial data it was trained with",
+            )
+        self._ae, self._gnn, self._rel = ae.eval(), gnn.eval(), rel.eval()
+        self._idx_pred = idx
+        self._agg_pred_t = state["agg_pred_t"].to(dev)
+        self._rel_cells = state["rel_cells"].to(dev) if "rel_cells" in state else None
+        self._ref_all = torch.as_tensor(self.paired.reference_X, dtype=torch.float32, device=dev)
+        self._p_all = None
+
+    def save(self, path) -> None:
+        """Save to directory ``path`` (safetensors + JSON); in-memory embedding objects are
+        recorded by their description (the gene graph itself is saved)."""
+        original = self.params
+        ge = original["gene_embeddings"]
+        if ge is not None and not isinstance(ge, (str, list, tuple)):
+            self.params = {**original, "gene_embeddings": None}
+        elif isinstance(ge, (list, tuple)):
+            self.params = {**original, "gene_embeddings": [g if isinstance(g, str) else None for g in ge]}
+        try:
+            super().save(path)
+        finally:
+            self.params = original
+
+    def provenance(self) -> dict:
+        """Base provenance plus the effective regime settings and the embedding coverage."""
+        out = super().provenance()
+        ge = out["params"].get("gene_embeddings")
+        if ge is not None and not isinstance(ge, (str, list)):
+            out["params"]["gene_embeddings"] = getattr(ge, "source", type(ge).__name__)
+        out["effective_params"] = dict(getattr(self, "effective_params", {}))
+        out["embedding_coverage"] = dict(getattr(self, "embedding_coverage", {}))
+        out["chunk_sizes"] = dict(getattr(self, "chunk_sizes", {}))
+        return out
