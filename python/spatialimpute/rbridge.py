@@ -110,9 +110,11 @@ local({
 
     # Reduce any supported object to a plain SCE (one assay "counts", atomic colData /
     # rowData, coordinates as reducedDim "spatial") that anndata2ri converts.
-    to_plain_sce <- function(x, assay) {
+    to_plain_sce <- function(path, assay) {
+        x <- readRDS(path)
+        was_spe <- "SpatialExperiment" %in% class(x)
         x <- as_readable(x)
-        kind <- kind_of(x)
+        kind <- if (was_spe) "SpatialExperiment" else kind_of(x)
         coords <- NULL
         source <- NA_character_
         if (kind == "Seurat") {
@@ -172,8 +174,8 @@ local({
     }
 
     # Add the imputed genes to the original object, as the R package SpatialImpute does.
-    attach_result <- function(x, mat, genes, reliability, in_panel, params_json, name) {
-        x <- as_readable(x)
+    attach_result <- function(path, mat, genes, reliability, in_panel, params_json, name, out) {
+        x <- as_readable(readRDS(path))
         kind <- kind_of(x)
         reliability <- as.numeric(reliability)
         in_panel <- as.logical(in_panel)
@@ -201,7 +203,8 @@ local({
             if (is.null(tools$imputeSpatial)) tools$imputeSpatial <- list()
             tools$imputeSpatial[[name]] <- params
             slot(x, "tools") <- tools
-            return(x)
+            saveRDS(x, out)
+            return(invisible(TRUE))
         }
         if (!is(x, "SingleCellExperiment")) {
             stop("imputed genes can be added to a SingleCellExperiment, SpatialExperiment or ",
@@ -219,7 +222,8 @@ local({
             assays = list(logcounts = mat), rowData = rd,
             metadata = list(imputeSpatial = params))
         SingleCellExperiment::altExp(x, name) <- ae
-        x
+        saveRDS(x, out)
+        invisible(TRUE)
     }
 
     env <- new.env()
@@ -339,8 +343,8 @@ def read_rds(path, assay: str | None = None):
     import anndata2ri
     from rpy2.robjects.conversion import get_conversion, localconverter
 
-    robj = _r_call(ro.r["readRDS"], str(path), what="path")
-    res = _r_call(helpers["to_plain_sce"], robj, assay or "",
+    # The R object stays in R (an object whose class package is missing must not reach rpy2).
+    res = _r_call(helpers["to_plain_sce"], str(path), assay or "",
                   what="assay" if assay is not None else "path")
     sce = res.rx2("sce")
     with localconverter(anndata2ri.converter):
@@ -417,7 +421,6 @@ def write_rds(result, info: dict, path, name: str = "imputed") -> None:
     if not original.is_file():
         raise SpatialImputeInputError("info", "the original .rds file to still exist", repr(str(original)),
                                       "write the result before moving the input file")
-    robj = _r_call(ro.r["readRDS"], str(original), what="info")
 
     mat = _to_r_matrix(ro, result.X)
     genes = ro.StrVector([str(g) for g in result.var_names])
@@ -431,15 +434,13 @@ def write_rds(result, info: dict, path, name: str = "imputed") -> None:
     params_json = json.dumps({"provenance": provenance, "source": "spatialimpute.rbridge",
                               "assay.type": info.get("assay"), "coords": info.get("coords")},
                              default=_plain)
-    out = _r_call(helpers["attach_result"], robj, mat, genes, reliability, in_panel,
-                  params_json, name, what="result")
-
     path = Path(path).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        ro.r["saveRDS"](out, tmp)
+        _r_call(helpers["attach_result"], str(original), mat, genes, reliability, in_panel,
+                params_json, name, tmp, what="result")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
