@@ -203,6 +203,7 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
     dots <- .as_python_params(dots)
     keys <- dots[intersect(names(dots), c("labels_key", "reference_labels_key",
                                           "library_size_key"))]
+    keys <- keys[!vapply(keys, is.null, logical(1))]
     for (k in names(keys)) {
         if (!is.character(keys[[k]]) || length(keys[[k]]) != 1L || is.na(keys[[k]])) {
             stop("'", k, "' must be one column name; found ", class(keys[[k]])[1], ".",
