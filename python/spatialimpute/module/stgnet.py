@@ -98,7 +98,7 @@ def _rand_like(x: torch.Tensor, generator: torch.Generator, kind: str = "uniform
 # --------------------------------------------------------------------------- S1
 def train_stage1(
     G1: nn.Module,
-    D1: nn.Module,
+    D1: nn.Module | None,
     images: torch.Tensor,
     onehot: torch.Tensor,
     *,
@@ -115,6 +115,9 @@ def train_stage1(
     """Train the conditional generator ``G1`` against ``D1`` (WGAN-GP, one critic update per
     batch, one generator update every ``n_critic`` batches; the counter runs across epochs).
 
+    ``D1=None`` drops the adversarial term and the critic: ``G1`` is then updated on every
+    batch by the MSE term alone (the fast preset's choice, see :mod:`spatialimpute.model.stgnet`).
+
     Returns
     -------
     dict
@@ -122,43 +125,51 @@ def train_stage1(
     """
     dev = images.device
     opt_g = torch.optim.Adam(G1.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D1.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D1.parameters(), lr=lr, betas=betas) if D1 is not None else None
     hist = {"critic": [], "generator": []}
     G1.train()
-    D1.train()
+    if D1 is not None:
+        D1.train()
+    else:
+        n_critic = 1
     step = 0
     for _ in progress(range(epochs), total=epochs, desc="STGNET S1 generator"):
         c_losses, g_losses = [], []
         for idx in _batches(images.shape[0], batch_size, generator, dev):
             x, y = images[idx], onehot[idx]
-            z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
-            with torch.no_grad():
-                fake = G1(z, y)
-            d_loss = critic_loss(lambda t: D1(t, y), x, fake, gp_weight=gp_weight, generator=generator)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            c_losses.append(d_loss.detach())
+            if D1 is not None:
+                z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
+                with torch.no_grad():
+                    fake = G1(z, y)
+                d_loss = critic_loss(lambda t: D1(t, y), x, fake, gp_weight=gp_weight, generator=generator)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                c_losses.append(d_loss.detach())
             step += 1
             if step % n_critic == 0:
-                _set_requires_grad(D1, False)
+                if D1 is not None:
+                    _set_requires_grad(D1, False)
                 z2 = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
                 fake2 = G1(z2, y)
-                g_loss = generator_loss(x, fake2, D1(fake2, y), adv_weight)
+                g_loss = generator_loss(x, fake2, D1(fake2, y) if D1 is not None else None, adv_weight)
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 opt_g.step()
-                _set_requires_grad(D1, True)
+                if D1 is not None:
+                    _set_requires_grad(D1, True)
                 g_losses.append(g_loss.detach())
         hist["critic"].append(float(torch.stack(c_losses).mean()) if c_losses else float("nan"))
         hist["generator"].append(float(torch.stack(g_losses).mean()) if g_losses else float("nan"))
+    if D1 is None:
+        del hist["critic"]
     return hist
 
 
 # --------------------------------------------------------------------------- S2
 def train_stage2(
     G2: nn.Module,
-    D2: nn.Module,
+    D2: nn.Module | None,
     G1: nn.Module,
     images: torch.Tensor,
     onehot: torch.Tensor,
@@ -179,15 +190,19 @@ def train_stage2(
 
     Critic: real ``r``, fake ``x_bar = m x + (1 - m) G2(x, m, u, y)``. Imputer (every
     ``n_critic`` batches, fresh ``u``): ``MSE(r, x_bar) + adv_weight (1 - mean D2(x_bar))``.
+    ``D2=None``: no critic, no adversarial term, an imputer update on every batch.
     """
     dev = images.device
     opt_g = torch.optim.Adam(G2.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D2.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D2.parameters(), lr=lr, betas=betas) if D2 is not None else None
     hist = {"critic": [], "imputer": []}
     G1.train()
     _set_requires_grad(G1, False)
     G2.train()
-    D2.train()
+    if D2 is not None:
+        D2.train()
+    else:
+        n_critic = 1
     step = 0
     for _ in progress(range(epochs), total=epochs, desc="STGNET S2 reference imputer"):
         c_losses, g_losses = [], []
@@ -197,27 +212,33 @@ def train_stage2(
             with torch.no_grad():
                 z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
                 r = G1(z, y)
-                u = _rand_like(x, generator)
-                x_bar = m * x + (1 - m) * G2(x, m, u, y)
-            d_loss = critic_loss(lambda t: D2(t, y), r, x_bar, gp_weight=gp_weight, generator=generator)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            c_losses.append(d_loss.detach())
+            if D2 is not None:
+                with torch.no_grad():
+                    u = _rand_like(x, generator)
+                    x_bar = m * x + (1 - m) * G2(x, m, u, y)
+                d_loss = critic_loss(lambda t: D2(t, y), r, x_bar, gp_weight=gp_weight, generator=generator)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                c_losses.append(d_loss.detach())
             step += 1
             if step % n_critic == 0:
-                _set_requires_grad(D2, False)
+                if D2 is not None:
+                    _set_requires_grad(D2, False)
                 u2 = _rand_like(x, generator)
                 x_bar2 = m * x + (1 - m) * G2(x, m, u2, y)
-                g_loss = generator_loss(r, x_bar2, D2(x_bar2, y), adv_weight)
+                g_loss = generator_loss(r, x_bar2, D2(x_bar2, y) if D2 is not None else None, adv_weight)
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 opt_g.step()
-                _set_requires_grad(D2, True)
+                if D2 is not None:
+                    _set_requires_grad(D2, True)
                 g_losses.append(g_loss.detach())
         hist["critic"].append(float(torch.stack(c_losses).mean()) if c_losses else float("nan"))
         hist["imputer"].append(float(torch.stack(g_losses).mean()) if g_losses else float("nan"))
     _set_requires_grad(G1, True)
+    if D2 is None:
+        del hist["critic"]
     return hist
 
 
@@ -507,13 +528,13 @@ def train_stage5(
     Returns
     -------
     mu, history
-        ``mu`` (N, G) of the last epoch (evaluation pass, BatchNorm in eval mode after
-        training uses the full batch anyway), and per-epoch losses.
+        ``mu`` (N, G) from a forward pass after the last update (full-batch BatchNorm
+        statistics, as during training), and per-epoch losses.
     """
     from ..nn.zinb import zinb_nll
 
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    hist = {"total": [], "zinb": [], "sr": [], "kl": []}
+    parts: dict[str, list[torch.Tensor]] = {"total": [], "zinb": [], "sr": [], "kl": []}
     model.train()
     for _ in progress(range(epochs), total=epochs, desc="STGNET S5 GCN refinement"):
         out = model(features, adj_spatial, adj_feature)
@@ -525,7 +546,9 @@ def train_stage5(
         loss.backward()
         opt.step()
         for k, v in (("total", loss), ("zinb", l_zinb), ("sr", l_sr), ("kl", l_kl)):
-            hist[k].append(float(v.detach()))
+            parts[k].append(v.detach())
+    # one host transfer for the whole history (no device round trip per epoch)
+    hist = {k: torch.stack(v).cpu().tolist() if v else [] for k, v in parts.items()}
     with torch.no_grad():
         out = model(features, adj_spatial, adj_feature)
     return out["mu"].detach(), hist
