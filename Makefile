@@ -32,7 +32,7 @@ demo: install
 pytest: install
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-test: r-test pytest
+test: r-deps r-test pytest
 
 clean:
 	rm -rf demo_out .pytest_cache
