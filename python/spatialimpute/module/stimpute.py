@@ -32,12 +32,17 @@ __all__ = [
 
 
 class StImputeAE(nn.Module):
-    """Autoencoder ``x -> ReLU(Linear(G, latent)) -> ReLU(Linear(latent, G))`` (B.3)."""
+    """Autoencoder ``x -> ReLU(Linear(G, latent)) -> ReLU(Linear(latent, G))`` (B.3).
 
-    def __init__(self, n_genes: int, latent: int = 100) -> None:
+    ``output_relu=False`` drops the decoder's ReLU (for standardised inputs, which can be
+    negative).
+    """
+
+    def __init__(self, n_genes: int, latent: int = 100, output_relu: bool = True) -> None:
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(n_genes, latent), nn.ReLU())
-        self.decoder = nn.Sequential(nn.Linear(latent, n_genes), nn.ReLU())
+        layers = [nn.Linear(latent, n_genes)] + ([nn.ReLU()] if output_relu else [])
+        self.decoder = nn.Sequential(*layers)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent representation ``(n, latent)``."""
