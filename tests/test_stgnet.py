@@ -11,8 +11,8 @@ from spatialimpute.model import stgnet as stgnet_mod
 from spatialimpute.model.stgnet import STGNET, stgnet_scale, stgnet_unscale
 
 #: Tiny but complete schedule: every stage runs.
-TINY = dict(s1_epochs=2, s2_epochs=2, s3_epochs=2, s5_epochs=15, g1_channels=[8, 4], unet_ngf=4,
-            s5_hidden=[32, 16], reliability=False, device="cpu")
+TINY = dict(s1_epochs=1, s2_epochs=1, s3_epochs=1, min_steps=20, batch_size=50, s5_epochs=15, g1_channels=[8, 4],
+            unet_ngf=4, s5_hidden=[32, 16], reliability=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,7 @@ def test_planted_answer_recovery(sim):
     """Held-out panel genes of the simulated tissue are recovered (clearly positive SPCC)."""
     spatial, reference, truth = sim
     held = list(spatial.var_names[::4])
-    out = STGNET(spatial, reference, genes=held, seed=0, **{**TINY, "s1_epochs": 6, "s2_epochs": 6, "s3_epochs": 6,
-                                                             "s5_epochs": 60}).impute()
+    out = STGNET(spatial, reference, genes=held, seed=0, **{**TINY, "min_steps": 250, "s5_epochs": 60}).impute()
     assert out.shape == (spatial.n_obs, len(held))
     assert list(out.var_names) == held and out.var["in_panel"].all()
     assert np.isfinite(out.X).all() and (out.X >= 0).all()

@@ -161,5 +161,5 @@ def row_normalized_propagation(graph: sp.spmatrix, *, device=None, dtype=None):
     coo = a.tocoo()
     idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     val = torch.from_numpy(coo.data.astype(np.float32))
-    t = torch.sparse_coo_tensor(idx, val, a.shape, dtype=dtype or torch.float32).coalesce()
+    t = torch.sparse_coo_tensor(idx, val, a.shape, dtype=dtype or torch.float32, check_invariants=False).coalesce()
     return t.to(device) if device is not None else t

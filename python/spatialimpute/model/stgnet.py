@@ -187,8 +187,10 @@ class STGNET(BaseImputer):
         ``leiden_resolution`` (2.0; the original used 0.5), ``output_scale``
         (``"median_max"`` | ``"cell_max"``, see the module docstring),
         ``cache_reference_stages`` (reuse stages 1-2 in the process, True),
-        ``reliability`` (True), ``reliability_heldout`` (``"teacher"``: held-out panel genes
-        predicted by the stage-2 teacher + stage 5; ``"full"``: stages 3-5 retrained).
+        ``reliability`` (True), ``reliability_heldout``: how STGNET's own held-out panel
+        genes are predicted for the reliability model (``"teacher"``: the stage-2 imputer
+        that stage 3 distils, seconds; ``"teacher_refined"``: plus stage 5; ``"full"``:
+        stages 3-5 retrained per internal fold, slow).
         """
         d = {k: None for k in _PRESET_KEYS}
         d.update({
@@ -233,7 +235,7 @@ class STGNET(BaseImputer):
         check_choice(p["sr_mode"], "sr_mode", ["auto", "exact", "sampled"])
         check_choice(p["label_transfer"], "label_transfer", ["pearson", "knn"])
         check_choice(p["output_scale"], "output_scale", ["median_max", "cell_max"])
-        check_choice(p["reliability_heldout"], "reliability_heldout", ["teacher", "full"])
+        check_choice(p["reliability_heldout"], "reliability_heldout", ["teacher", "teacher_refined", "full"])
         for key in ("s1_epochs", "s2_epochs", "s3_epochs", "s5_epochs", "batch_size", "n_critic", "s3_update_every",
                     "feature_k", "min_steps", "label_transfer_k"):
             if not isinstance(p[key], (int, np.integer)) or isinstance(p[key], bool) or p[key] < (0 if "epochs" in key else 1):
@@ -538,12 +540,13 @@ class STGNET(BaseImputer):
         x = np.zeros((cells.size, self._n_genes), dtype=np.float32)
         x[:, observed] = sp_scaled
         images = S.to_images(torch.as_tensor(x, device=self.device), self._side)
-        if self._cfg["reliability_heldout"] == "full":
+        mode = self._cfg["reliability_heldout"]
+        if mode == "full":
             net, _ = self._train_g3(images, gm, onehot, coords, tag)
         else:
             net = self.G2
         s4 = self._stage4(net, images, gm, onehot, coords, tag)
-        if self._cfg["refine"]:
+        if self._cfg["refine"] and mode != "teacher":
             _, mu, _, _ = self._stage5(s4, observed, tag, cells)
         else:
             mu = s4
