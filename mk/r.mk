@@ -47,7 +47,7 @@ r-install: r-apt
 
 # testthat suite of the installed package; prints "N passed, N failed, N skipped".
 # CI=true turns a missing Python core into a failure.
-r-test: r-install install
+r-test: r-deps r-install install
 	RETICULATE_PYTHON=$(R_PYTHON) Rscript rpkg/tests/run_tests.R
 
 # Full R CMD check (about 6 minutes; not part of make test).

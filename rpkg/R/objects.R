@@ -17,7 +17,9 @@
     assay <- SeuratObject::DefaultAssay(seu)
     m <- tryCatch({
         if (utils::packageVersion("SeuratObject") >= "5.0.0") {
-            SeuratObject::LayerData(seu[[assay]], layer = layer)
+            # (looked up at run time: SeuratObject 4 has no LayerData)
+            layer_data <- getExportedValue("SeuratObject", "LayerData")
+            layer_data(seu[[assay]], layer = layer)
         } else {
             SeuratObject::GetAssayData(seu, assay = assay, slot = layer)
         }

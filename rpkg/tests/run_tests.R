@@ -12,7 +12,10 @@ test_dir <- file.path(here, "testthat")
 if (!dir.exists(test_dir)) test_dir <- file.path(getwd(), "testthat")
 if (!dir.exists(test_dir)) stop("run_tests.R: cannot find the testthat directory next to it")
 
+# Lets real-data tests find <repo>/../shared/data (they skip when it is absent).
+Sys.setenv(SPATIALIMPUTE_R_TESTS_DIR = dirname(test_dir))
 suppressPackageStartupMessages(library(testthat))
+options(testthat.progress.max_fails = Inf)  # count every failure, never stop early
 results <- testthat::test_dir(test_dir, package = "SpatialImpute", load_package = "installed",
                               reporter = testthat::ProgressReporter$new(show_praise = FALSE),
                               stop_on_failure = FALSE, stop_on_warning = FALSE)

@@ -114,14 +114,19 @@ core_methods <- function() {
 # Parameters that keep a test run short: known ones per method (kept only when the method
 # still has them), plus any other integer epoch/iteration/step count shrunk to 3.
 fast_params <- function(defaults) {
-    known <- list(ae_epochs = 2L, ae_steps = 2L, em_rounds = 1L, gnn_steps = 5L,
-                  reliability_steps = 5L, s1_epochs = 2L, s2_epochs = 2L, s3_epochs = 2L,
-                  s5_epochs = 3L)
+    known <- list(
+        # stimpute
+        ae_epochs = 2L, ae_steps = 2L, em_rounds = 1L, gnn_steps = 5L, reliability_steps = 5L,
+        k = 15L,
+        # stgnet: a tiny but complete schedule (every stage runs)
+        s1_epochs = 1L, s2_epochs = 1L, s3_epochs = 1L, min_steps = 5L, batch_size = 50L,
+        s5_epochs = 10L, g1_channels = c(8L, 4L), unet_ngf = 4L, unet_levels = 2L,
+        unet_map = 8L, critic_map = 8L, s5_hidden = c(32L, 16L))
     fast <- known[intersect(names(known), names(defaults))]
     for (k in setdiff(names(defaults), names(fast))) {
         v <- defaults[[k]]
         if (is.numeric(v) && length(v) == 1L && v == round(v) && v > 3 &&
-            grepl("epoch|iter|steps", k)) {
+            grepl("epoch|iter|steps", k) && !grepl("^min_", k)) {
             fast[[k]] <- 3L
         }
     }

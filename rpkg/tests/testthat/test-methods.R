@@ -2,7 +2,7 @@ test_that("every method the core registers runs through imputeSpatial()", {
     skip_if_no_core()
     methods <- core_methods()
     expect_true("knn" %in% names(methods))
-    toy <- make_toy_pair(n_cells = 80, n_ref = 100)
+    toy <- make_toy_pair(n_cells = 60, n_ref = 80)
     spe <- toy_sce_spatial(toy)
     ref <- toy_sce_reference(toy)
     for (m in names(methods)) {
