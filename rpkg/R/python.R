@@ -194,7 +194,12 @@ installSpatialImputePython <- function(envname = .default_envname(), source = NU
     pip(c("numpy<2", "zarr<3"))
     pip(c(source, extras))
     py <- reticulate::virtualenv_python(envname)
-    message("SpatialImpute: done. Python for SpatialImpute: ", py, "\n",
-            "It is used automatically in new R sessions (or set RETICULATE_PYTHON=", py, ").")
+    how <- if (identical(envname, .default_envname())) {
+        "It is used automatically in new R sessions (or set RETICULATE_PYTHON="
+    } else {
+        paste0("Use it with useSpatialImputePython(virtualenv = \"", envname, "\") at the ",
+               "start of an R session (or set RETICULATE_PYTHON=")
+    }
+    message("SpatialImpute: done. Python for SpatialImpute: ", py, "\n", how, py, ").")
     invisible(py)
 }
