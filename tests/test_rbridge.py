@@ -7,6 +7,7 @@ round trip is checked number for number.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import numpy as np
@@ -15,19 +16,27 @@ import pytest
 from spatialimpute import rbridge
 from spatialimpute._validation import SpatialImputeInputError
 
+# Cheap collection-time check (does not start R); R itself starts in the fixture below, only
+# in the process that runs these tests.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("rpy2") is None or importlib.util.find_spec("anndata2ri") is None,
+    reason="rpy2 / anndata2ri not installed (pip install 'spatialimpute[r]')",
+)
 
-def _r_ready():
+ro = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _r_session():
+    """Start R through rpy2 once; skip when R or SingleCellExperiment is missing."""
+    global ro
     if not rbridge.is_available():
-        return None
+        pytest.skip("R / rpy2 / anndata2ri not usable here")
     try:
         ro, _ = rbridge._r()
-    except ImportError:
-        return None
-    return ro
-
-
-ro = _r_ready()
-pytestmark = pytest.mark.skipif(ro is None, reason="R / rpy2 / anndata2ri / SingleCellExperiment not available")
+    except ImportError as err:
+        pytest.skip(str(err))
+    yield
 
 
 def _has_r_package(name: str) -> bool:
