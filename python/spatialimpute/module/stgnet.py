@@ -455,7 +455,8 @@ def spatial_regularizer(
     mode
         ``"exact"``: the all-pairs sum in row blocks (O(N^2) time, O(block N) memory).
         ``"sampled"``: unbiased estimate of the all-pairs sum from ``n_negative`` uniform
-        columns per row (O(N n_negative); a flagged deviation for very large N).
+        columns shared by all rows (O(N n_negative) time and memory; a flagged deviation
+        for very large N).
     block_size
         Rows per block (default: keeps ``block x N <= 2^24``).
 
@@ -473,9 +474,10 @@ def spatial_regularizer(
         block = block_size or max(1, min(n, (1 << 24) // max(n, 1)))
         all_pairs = _AllPairsSoftplus.apply(u, block) + n * math.log(2.0)
     elif mode == "sampled":
-        j = torch.randint(0, n, (n, n_negative), generator=generator, device=emb.device)
-        c = (u[:, None, :] * u[j]).sum(-1)
-        c = torch.where(j == torch.arange(n, device=emb.device)[:, None], torch.zeros_like(c), c)
+        # one shared set of uniformly drawn columns: an (N x m) product, memory O(N m)
+        j = torch.randint(0, n, (n_negative,), generator=generator, device=emb.device)
+        c = u @ u[j].T
+        c = torch.where(j[None, :] == torch.arange(n, device=emb.device)[:, None], torch.zeros_like(c), c)
         all_pairs = F.softplus(c).sum() * (n / n_negative)
     else:
         raise ValueError(f'sr_mode: expected "exact" or "sampled"; found {mode!r}')
