@@ -66,6 +66,37 @@ def weighted_neighbor_mean(indices: torch.Tensor, weights: torch.Tensor, values:
     return out
 
 
+def knn_average(paired, neighbors, columns: np.ndarray, weighting: str, device) -> np.ndarray:
+    """Weighted mean of the reference expression ``columns`` over each cell's neighbours."""
+    indices, distances = neighbors
+    values = torch.as_tensor(paired.reference_X[:, columns], device=device)
+    return weighted_neighbor_mean(indices, neighbor_weights(distances, weighting), values).cpu().numpy()
+
+
+def find_knn(paired, feature_cols: np.ndarray, cells: np.ndarray, *, k: int, n_components: int, seed: int, device):
+    """Cosine neighbours of ``cells`` in the reference, embedded jointly from ``feature_cols``."""
+    sp_emb, ref_emb = joint_embedding(
+        paired.spatial_X[np.ix_(cells, feature_cols)], paired.reference_X[:, feature_cols], n_components, seed,
+    )
+    return knn_cosine(sp_emb, ref_emb, k, device=device)
+
+
+def knn_heldout_predictor(paired, *, k: int = 50, n_components: int = 30, weighting: str = "similarity",
+                          seed: int = 0, device="cpu"):
+    """``predict_heldout(train_cols, heldout_cols, cells)`` for :mod:`spatialimpute.reliability`.
+
+    Predicts held-out panel genes with the kNN baseline built from the training panel genes
+    only; a cheap, leakage-free stand-in when re-training a heavier method per gene fold is
+    too costly.
+    """
+
+    def predict_heldout(train_cols, heldout_cols, cells):
+        neighbors = find_knn(paired, train_cols, cells, k=k, n_components=n_components, seed=seed, device=device)
+        return knn_average(paired, neighbors, heldout_cols, weighting, device)
+
+    return predict_heldout
+
+
 class KNNImpute(BaseImputer):
     """kNN baseline: each spatial cell takes the weighted mean of its nearest reference cells.
 
@@ -92,32 +123,20 @@ class KNNImpute(BaseImputer):
 
     def _fit(self) -> None:
         check_choice(self.params["weighting"], "weighting", ["similarity", "uniform"])
-        self._neighbors = self._find_neighbors(np.arange(self.paired.n_features), np.arange(self.paired.n_cells))
-
-    def _find_neighbors(self, feature_cols: np.ndarray, cells: np.ndarray):
-        p = self.paired
-        sp_emb, ref_emb = joint_embedding(
-            p.spatial_X[np.ix_(cells, feature_cols)], p.reference_X[:, feature_cols], self.params["n_components"], self.seed,
-        )
-        return knn_cosine(sp_emb, ref_emb, self.params["k"], device=self.device)
-
-    def _average(self, neighbors, columns: np.ndarray) -> np.ndarray:
-        indices, distances = neighbors
-        values = torch.as_tensor(self.paired.reference_X[:, columns], device=self.device)
-        weights = neighbor_weights(distances, self.params["weighting"])
-        return weighted_neighbor_mean(indices, weights, values).cpu().numpy()
+        p = self.params
+        self._neighbors = find_knn(self.paired, np.arange(self.paired.n_features), np.arange(self.paired.n_cells),
+                                   k=p["k"], n_components=p["n_components"], seed=self.seed, device=self.device)
 
     def _predict(self) -> np.ndarray:
         target_cols = np.arange(self.paired.n_features, self.paired.n_features + self.paired.n_targets)
-        return self._average(self._neighbors, target_cols)
+        return knn_average(self.paired, self._neighbors, target_cols, self.params["weighting"], self.device)
 
     def _reliability(self, prediction: np.ndarray) -> np.ndarray:
         if not self.params["reliability"]:
             return np.full(prediction.shape[1], np.nan)
-
-        def predict_heldout(train_cols, heldout_cols, cells):
-            return self._average(self._find_neighbors(train_cols, cells), heldout_cols)
-
+        p = self.params
+        predict_heldout = knn_heldout_predictor(self.paired, k=p["k"], n_components=p["n_components"],
+                                                weighting=p["weighting"], seed=self.seed, device=self.device)
         return reliability_from_heldout(self.paired, predict_heldout, prediction, seed=self.seed)
 
     def _state_dict(self) -> dict:
