@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
+
+from spatialimpute.benchmark.resources import current_rss_bytes, lifetime_peak_rss_bytes
 
 
 def _peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return lifetime_peak_rss_bytes() / 2**30
 
 
 def _current_rss_gib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 2**20
-    return float("nan")
+    return (current_rss_bytes() or float("nan")) / 2**30
 
 
 def main() -> None:

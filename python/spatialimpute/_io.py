@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -47,3 +49,23 @@ def write_bytes(data: bytes, path: str | os.PathLike) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
+
+
+def jsonable(obj):
+    """Convert numpy scalars/arrays, tuples and non-finite floats into JSON-ready Python objects.
+
+    NaN and infinities become ``None`` (JSON has no such numbers).
+    """
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj

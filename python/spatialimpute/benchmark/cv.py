@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.model_selection import KFold
 
+from .._io import jsonable
 from .calibration import reliability_calibration
 from .clustering_agreement import clustering_agreement
 from .metrics import CELL_METRICS, GENE_METRICS, cell_metrics, gene_metrics
@@ -188,25 +189,6 @@ def _spatial_fold(spatial, counts, train_idx: np.ndarray, genes: list[str], libr
 def _summarise_column(values: pd.Series) -> dict:
     v = values.to_numpy(dtype=np.float64)
     return {"mean": float(np.mean(v)), "median": float(np.median(v))}
-
-
-def _json_clean(obj):
-    """Make numpy scalars/arrays JSON-ready."""
-    if isinstance(obj, dict):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_json_clean(v) for v in obj.tolist()]
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def cross_validate(
@@ -442,4 +424,4 @@ def _summary(result: CVResult, spatial, reference, n_folds, seed, fold_seed, dev
         "machine": machine_info(dev),
         "methods": methods,
     }
-    return _json_clean(summary)
+    return jsonable(summary)

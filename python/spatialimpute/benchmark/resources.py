@@ -31,7 +31,8 @@ def current_rss_bytes() -> int | None:
     return None if kib is None else kib * 1024
 
 
-def _lifetime_peak_bytes() -> int:
+def lifetime_peak_rss_bytes() -> int:
+    """Peak resident set size of this process since it started, in bytes."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB on Linux
 
@@ -101,7 +102,7 @@ class ResourceMonitor:
         if hwm is not None:
             self.peak_rss_bytes = hwm * 1024
         else:
-            self.peak_rss_bytes = _lifetime_peak_bytes()
+            self.peak_rss_bytes = lifetime_peak_rss_bytes()
             self.peak_rss_scope = "process_lifetime"
 
     def as_dict(self) -> dict:

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .._version import __version__
-from .._io import atomic_path
+from .._io import atomic_path, jsonable
 from .._settings import apply_num_threads, resolve_device, seed_everything
 from .._validation import SpatialImputeInputError, prepare_pair
 
@@ -161,15 +161,15 @@ class BaseImputer:
         return {
             "method": self.method_name,
             "version": __version__,
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "seed": self.seed,
             "device": str(self.device),
             "device_name": device_name,
             "torch_threads": torch.get_num_threads(),
             "feature_genes": list(self.paired.feature_genes),
             "n_targets": self.paired.n_targets,
-            "normalization": _jsonable(self.paired.normalization),
-            "data": _jsonable(self.data_kwargs),
+            "normalization": jsonable(self.paired.normalization),
+            "data": jsonable(self.data_kwargs),
             "timings": dict(self.timings),
         }
 
@@ -185,14 +185,14 @@ class BaseImputer:
         meta = {
             "method": self.method_name,
             "version": __version__,
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "seed": self.seed,
             "feature_genes": list(self.paired.feature_genes),
             "target_genes": list(self.paired.target_genes),
-            "data": _jsonable(self.data_kwargs),
+            "data": jsonable(self.data_kwargs),
             "history": self.history,
             "timings": self.timings,
-            "state": _jsonable(extra),
+            "state": jsonable(extra),
         }
         with atomic_path(path) as tmp:
             tmp.mkdir()
@@ -242,16 +242,3 @@ class BaseImputer:
 def _to_tensor(value) -> torch.Tensor:
     tensor = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
     return tensor.detach().cpu().contiguous()
-
-
-def _jsonable(obj):
-    """Convert numpy scalars/arrays and tuples into JSON-friendly Python objects."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
