@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -q -n 2
 help:
 	@echo "make install   Python virtualenv $(VENV) (torch==2.13.0 CPU first, numpy<2, the package editable, test tools)"
 	@echo "make demo      simulate a tissue, impute its missing genes, write demo_out/ (h5ad + PNG), print accuracy"
-	@echo "make test      install the Python and R stacks, run the R package tests and the pytest suite"
+	@echo "make test      install the Python and R stacks, run the R tests, build the R vignette, run pytest"
 	@echo "make r-check   R CMD check --no-manual of rpkg/ (slow; not part of make test)"
 
 $(PYTHON):
@@ -32,7 +32,7 @@ demo: install
 pytest: install
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-test: r-deps r-test pytest
+test: r-deps r-test r-vignette pytest
 
 clean:
 	rm -rf demo_out .pytest_cache
