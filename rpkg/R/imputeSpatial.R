@@ -75,10 +75,9 @@ setMethod("imputeSpatial", c("SingleCellExperiment", "ANY"),
     xy <- .sce_coords(spe, coords)
     res <- .impute_core(sp, xy, sce, genes = genes, method = method,
                         ref.assay.type = ref.assay.type, seed = seed, device = device,
-                        num.threads = num.threads, verbose = verbose, dots = list(...))
+                        num.threads = num.threads, verbose = verbose, dots = list(...),
+                        cell_names = colnames(spe))
     mat <- res$mat
-    colnames(mat) <- colnames(spe)
-    rownames(mat) <- res$genes
     rd <- S4Vectors::DataFrame(reliability = res$reliability, row.names = res$genes)
     if (!is.null(res$in_panel)) rd$in_panel <- res$in_panel
     ae <- SummarizedExperiment::SummarizedExperiment(
@@ -110,10 +109,9 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
     xy <- .seurat_coords(spe, coords)
     res <- .impute_core(sp, xy, sce, genes = genes, method = method,
                         ref.assay.type = ref.assay.type, seed = seed, device = device,
-                        num.threads = num.threads, verbose = verbose, dots = list(...))
+                        num.threads = num.threads, verbose = verbose, dots = list(...),
+                        cell_names = colnames(spe))
     mat <- res$mat
-    colnames(mat) <- colnames(spe)
-    rownames(mat) <- res$genes
     if (!methods::is(mat, "dgCMatrix")) mat <- methods::as(mat, "dgCMatrix")
     assay <- suppressWarnings(SeuratObject::CreateAssayObject(data = mat))
     # CreateAssayObject() may rename features (e.g. "_" -> "-"): keep the order, use its names.
@@ -194,10 +192,11 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
 #' @param sp Result of .extract() for the spatial object.
 #' @param xy Result of .sce_coords()/.seurat_coords().
 #' @param sce The reference object.
-#' @return list(mat genes x cells (double), genes, reliability, in_panel, params).
+#' @param cell_names Column names for the result (the caller's cell names, may be NULL).
+#' @return list(mat genes x cells (double, named), genes, reliability, in_panel, params).
 #' @noRd
 .impute_core <- function(sp, xy, sce, genes, method, ref.assay.type, seed, device,
-                         num.threads, verbose, dots) {
+                         num.threads, verbose, dots, cell_names) {
     .check_args(genes, method, seed, device, num.threads, verbose)
     ref <- .extract(sce, ref.assay.type, "ref.assay.type", "sce", "reference")
     dots <- .as_python_params(dots)
@@ -247,6 +246,7 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
     if (!is.matrix(mat) && !methods::is(mat, "dgCMatrix")) {
         mat <- methods::as(mat, "CsparseMatrix")
     }
+    dimnames(mat) <- list(res_genes, cell_names)
     var <- result$var
     np <- .py("numpy")
     var_cols <- .py_index_to_r(var$columns)

@@ -374,11 +374,16 @@ class StImpute(BaseImputer):
                 self._m_step(ae, ae_opt, y_ae, self._to_ae(p_train, "st"))
                 del p_train
             else:
-                for _ in range(int(self.params["ae_steps"])):
-                    sel = self._batch(batch_gen, batch)
+                # The GNN is fixed during the M-step: one forward over the union of its batches.
+                sels = [self._batch(batch_gen, batch) for _ in range(int(self.params["ae_steps"]))]
+                if sels:
+                    cells = torch.unique(torch.cat(sels))
                     with torch.no_grad():
-                        p_sel = gnn_forward_chunked(gnn, ref_feat, idx[sel], agg_train_t, chunk_train)
-                    self._m_step(ae, ae_opt, y_ae[sel], self._to_ae(p_sel, "st"), steps=1)
+                        p_cells = gnn_forward_chunked(gnn, ref_feat, idx[cells], agg_train_t, chunk_train)
+                    for sel in sels:
+                        p_sel = p_cells[torch.searchsorted(cells, sel)]
+                        self._m_step(ae, ae_opt, y_ae[sel], self._to_ae(p_sel, "st"), steps=1)
+                    del p_cells
 
         self._ae, self._gnn = ae, gnn
         self._idx_pred = idx  # neighbours of the last round, found before its M-step (B.7.4)

@@ -72,12 +72,13 @@ class StImputeGNN(nn.Module):
         self.sage = GeneSAGE(self.k, n_layers)
         self.head = MLP((self.k, 2 * int(hidden), int(hidden), 1))
 
-    def forward(self, h0: torch.Tensor, agg_t: torch.Tensor) -> torch.Tensor:
+    def forward(self, h0: torch.Tensor, agg_t: torch.Tensor, a0: torch.Tensor | None = None) -> torch.Tensor:
         """Predict ``(cells, G)`` from neighbour expression ``h0`` of shape ``(cells, k, G)``.
 
-        ``agg_t`` is the transposed ``(G, G)`` aggregation matrix.
+        ``agg_t`` is the transposed ``(G, G)`` aggregation matrix; ``a0`` the optional
+        precomputed ``h0 @ agg_t``.
         """
-        z = self.sage(h0, agg_t)  # (cells, G, k)
+        z = self.sage(h0, agg_t, a0)  # (cells, G, k)
         return self.head(z).squeeze(-1)
 
 
@@ -117,6 +118,12 @@ def _chunks(n: int, size: int):
         yield s, min(n, s + size)
 
 
+def _run(gnn: StImputeGNN, reference: torch.Tensor, reference_agg: torch.Tensor, idx: torch.Tensor,
+         agg_t: torch.Tensor) -> torch.Tensor:
+    """GNN on the cells of ``idx``, gathering the neighbours and their first-layer aggregation."""
+    return gnn(reference[idx], agg_t, reference_agg[idx])
+
+
 def gnn_forward_chunked(
     gnn: StImputeGNN,
     reference: torch.Tensor,
@@ -150,8 +157,9 @@ def gnn_forward_chunked(
     n = idx.shape[0]
     if out is None:
         out = torch.empty(n, reference.shape[1], device=reference.device, dtype=reference.dtype)
+    reference_agg = reference @ agg_t
     for s, e in _chunks(n, chunk_size):
-        out[s:e] = gnn(reference[idx[s:e]], agg_t)
+        out[s:e] = _run(gnn, reference, reference_agg, idx[s:e], agg_t)
     return out
 
 
@@ -177,17 +185,18 @@ def gnn_loss_and_backward(
         The loss value.
     """
     n = idx.shape[0]
+    reference_agg = reference @ agg_t
     if chunk_size >= n:
-        loss = stimpute_loss(gnn(reference[idx], agg_t), target)
+        loss = stimpute_loss(_run(gnn, reference, reference_agg, idx, agg_t), target)
         loss.backward()
         return float(loss.detach())
     with torch.no_grad():
-        pred = gnn_forward_chunked(gnn, reference, idx, agg_t, chunk_size)
+        pred = torch.cat([_run(gnn, reference, reference_agg, idx[s:e], agg_t) for s, e in _chunks(n, chunk_size)])
     pred.requires_grad_(True)
     loss = stimpute_loss(pred, target)
     (grad,) = torch.autograd.grad(loss, pred)
     for s, e in _chunks(n, chunk_size):
-        gnn(reference[idx[s:e]], agg_t).backward(grad[s:e])
+        _run(gnn, reference, reference_agg, idx[s:e], agg_t).backward(grad[s:e])
     return float(loss.detach())
 
 

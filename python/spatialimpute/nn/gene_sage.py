@@ -7,7 +7,10 @@ concatenates self and aggregated features, applies one weight ``W`` (``2k x k``)
 all genes and cells, a ReLU and an L2 normalisation over the ``k`` dimension.
 
 Tensors use the layout ``(cells, k, genes)`` so that the gene mixing is one large matrix
-product ``(cells * k, G) @ (G, G)``; the slot mixing is one product ``(cells * G, 2k) @ W``.
+product ``(cells * k, G) @ (G, G)``; the slot mixing ``[h, a] @ W`` is computed as
+``h @ W[:k] + a @ W[k:]`` (no concatenated copy). The first layer's gene mixing is linear in
+the gathered reference rows, so callers may pass it precomputed: ``(R @ A^T)[idx]`` equals
+``R[idx] @ A^T`` and costs a gather instead of the largest matrix product.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class GeneSAGELayer(nn.Module):
         """Kaiming-uniform on ``W`` as stored; torch takes the fan from dimension 1 (``k``)."""
         nn.init.kaiming_uniform_(self.weight, a=0.0)
 
-    def forward(self, h: torch.Tensor, agg_t: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, agg_t: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the layer.
 
         Parameters
@@ -50,16 +53,18 @@ class GeneSAGELayer(nn.Module):
         agg_t
             ``(G, G)`` *transposed* aggregation matrix ``A^T`` (so that ``h @ A^T`` gives
             ``a[c, j, g] = sum_g' A[g, g'] h[c, j, g']``).
+        a
+            Optional precomputed ``h @ agg_t`` (same shape as ``h``).
 
         Returns
         -------
         torch.Tensor
             ``(cells, k, G)`` features, unit L2 norm (or zero) over ``k``.
         """
-        c, k, g = h.shape
-        a = torch.matmul(h, agg_t)  # (c, k, G): one GEMM over (c*k) rows
-        hc = torch.cat([h, a], dim=1).transpose(1, 2)  # (c, G, 2k)
-        out = torch.matmul(hc, self.weight)  # (c, G, k)
+        if a is None:
+            a = torch.matmul(h, agg_t)  # (c, k, G): one GEMM over (c*k) rows
+        out = torch.matmul(h.transpose(1, 2), self.weight[: self.k])
+        out = out + torch.matmul(a.transpose(1, 2), self.weight[self.k:])  # (c, G, k)
         out = F.normalize(F.relu(out), p=2.0, dim=-1, eps=1e-12)
         return out.transpose(1, 2)  # (c, k, G)
 
@@ -81,8 +86,11 @@ class GeneSAGE(nn.Module):
             raise ValueError(f"n_layers: expected >= 1, found {n_layers!r}.")
         self.layers = nn.ModuleList([GeneSAGELayer(k) for _ in range(int(n_layers))])
 
-    def forward(self, h: torch.Tensor, agg_t: torch.Tensor) -> torch.Tensor:
-        """Run all layers; returns ``(cells, G, k)`` (gene-major, ready for a per-pair head)."""
-        for layer in self.layers:
-            h = layer(h, agg_t)
+    def forward(self, h: torch.Tensor, agg_t: torch.Tensor, a0: torch.Tensor | None = None) -> torch.Tensor:
+        """Run all layers; returns ``(cells, G, k)`` (gene-major, ready for a per-pair head).
+
+        ``a0`` is the optional precomputed first-layer aggregation ``h @ agg_t``.
+        """
+        for i, layer in enumerate(self.layers):
+            h = layer(h, agg_t, a0 if i == 0 else None)
         return h.transpose(1, 2)
