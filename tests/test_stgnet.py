@@ -8,7 +8,7 @@ import torch
 from spatialimpute._validation import SpatialImputeInputError
 from spatialimpute.datasets import simulate_pair
 from spatialimpute.model import stgnet as stgnet_mod
-from spatialimpute.model.stgnet import STGNET, stgnet_scale, stgnet_unscale
+from spatialimpute.model.stgnet import STGNET, match_quantiles, stgnet_scale, stgnet_unscale
 
 #: Tiny but complete schedule: every stage runs.
 TINY = dict(s1_epochs=1, s2_epochs=1, s3_epochs=1, min_steps=20, batch_size=50, s5_epochs=15, g1_channels=[8, 4],
@@ -54,8 +54,9 @@ def test_determinism_save_load_and_cache(sim, tmp_path):
     m1 = STGNET(spatial, reference, genes=held, seed=1, **TINY)
     out1 = m1.impute()
     assert m1.provenance()["stgnet"]["reference_stages_from_cache"] is False
-    assert set(m1.history) >= {"s1_generator", "s2_imputer", "s3_student", "s5_total", "s5_kl"}
-    assert "s1_critic" not in m1.history  # the fast preset trains no critic
+    assert set(m1.history) >= {"s2_imputer", "s3_student", "s5_total", "s5_kl"}
+    # the fast preset trains no critic, and its masked-gene stage 2 needs no stage-1 generator
+    assert not {"s1_generator", "s1_critic", "s2_critic"} & set(m1.history)
     m2 = STGNET(spatial, reference, genes=held, seed=1, **TINY)
     out2 = m2.impute()
     assert m2.provenance()["stgnet"]["reference_stages_from_cache"] is True
@@ -127,6 +128,22 @@ def test_paper_preset_resolves_original_schedule(sim):
     cfg = m._config()
     assert cfg["unet_map"] == 128 and cfg["unet_levels"] == 5 and cfg["s1_epochs"] == 500
     assert cfg["n_critic"] == 5 and cfg["s3_critic"] is True and cfg["s1_lr"] == 1e-4 and cfg["s3_lr"] == 1e-5
+    assert cfg["s2_masks"] == "zeros"
+
+
+def test_match_quantiles_keeps_ranks_and_takes_reference_marginals():
+    rng = np.random.default_rng(1)
+    values = rng.exponential(3.0, size=(400, 3))
+    values[:50, 0] = 0.0  # ties
+    reference = rng.uniform(0.2, 0.6, size=(1000, 3))
+    out = match_quantiles(values, reference)
+    assert out.shape == values.shape and out.dtype == np.float32
+    for j in range(3):
+        order = np.argsort(values[:, j], kind="stable")
+        assert (np.diff(out[order, j]) >= -1e-7).all()  # monotone per gene
+        assert np.quantile(reference[:, j], 0.05) < np.median(out[:, j]) < np.quantile(reference[:, j], 0.95)
+        assert 0.2 <= out[:, j].min() and out[:, j].max() <= 0.6
+    assert np.unique(out[:50, 0]).size == 1  # tied values stay tied
 
 
 def test_stage3_critic_sends_no_gradient_to_student():
@@ -156,3 +173,21 @@ def test_stage3_critic_sends_no_gradient_to_student():
     g_b = torch.autograd.grad(without, list(g3.parameters()))
     for a, b in zip(g_a, g_b):
         torch.testing.assert_close(a, b)
+
+
+def test_label_transfer_standardize_genes_removes_per_gene_shift():
+    """A technology that scales/shifts each gene differently breaks per-cell correlation;
+    z-scoring each gene within each data set first recovers the labels."""
+    from spatialimpute.data.labels import transfer_labels
+
+    rng = np.random.default_rng(2)
+    centers = rng.normal(0, 1, size=(3, 8))
+    ref_codes = np.repeat(np.arange(3), 60)
+    ref = centers[ref_codes] + 0.3 * rng.normal(size=(180, 8))
+    sp_codes = rng.integers(0, 3, size=120)
+    sp = centers[sp_codes] + 0.3 * rng.normal(size=(120, 8))
+    sp = sp * rng.uniform(0.2, 5.0, size=8) + rng.uniform(-10, 10, size=8)
+    got = transfer_labels(sp, ref, ref_codes, method="knn", k=7, standardize_genes=True)
+    assert (got == sp_codes).mean() > 0.85
+    raw = transfer_labels(sp, ref, ref_codes, method="knn", k=7)
+    assert (raw == sp_codes).mean() < (got == sp_codes).mean() - 0.2

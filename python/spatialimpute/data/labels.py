@@ -48,6 +48,12 @@ def _zscore_rows(X: np.ndarray) -> np.ndarray:
     return (Z / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
 
+def _zscore_columns(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    sd = X.std(axis=0, keepdims=True)
+    return (X - X.mean(axis=0, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+
+
 def transfer_labels(
     spatial_X: np.ndarray,
     reference_X: np.ndarray,
@@ -55,6 +61,7 @@ def transfer_labels(
     *,
     method: str = "pearson",
     k: int = 15,
+    standardize_genes: bool = False,
     chunk_size: int = 2048,
 ) -> np.ndarray:
     """Give each spatial cell a reference label using shared (panel) genes only.
@@ -73,6 +80,9 @@ def transfer_labels(
         reference cells (ties -> smallest code).
     k
         Neighbours for ``"knn"``.
+    standardize_genes
+        Z-score each gene within each dataset first (removes per-gene shifts and scale
+        differences between the two technologies); ``False`` is the original's rule.
     chunk_size
         Spatial cells per block (memory ``chunk_size x N_sc``).
 
@@ -98,6 +108,8 @@ def transfer_labels(
         raise ValueError(f'method: expected "pearson" or "knn"; found {method!r}')
     n_codes = int(reference_codes.max()) + 1
     fallback = int(np.bincount(reference_codes, minlength=n_codes).argmax())
+    if standardize_genes:
+        reference_X, spatial_X = _zscore_columns(reference_X), _zscore_columns(spatial_X)
     zr = _zscore_rows(reference_X)
     zs = _zscore_rows(spatial_X)
     constant = ~(zs != 0).any(axis=1)

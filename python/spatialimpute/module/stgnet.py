@@ -181,17 +181,35 @@ def train_stage2(
     betas: tuple[float, float] = (0.9, 0.999),
     gp_weight: float = 10.0,
     adv_weight: float = 0.1,
+    masks: str = "zeros",
+    n_genes: int | None = None,
+    mask_fraction: float = 0.2,
     generator: torch.Generator,
     progress: ProgressFn = _identity_progress,
 ) -> dict[str, list[float]]:
-    """Train the reference imputer ``G2`` (masks ``m = 1[x > 0]``) against ``D2``, with
-    reference samples ``r = G1(z, y)`` from the frozen generator (kept in train mode:
-    BatchNorm uses batch statistics, as in the original).
+    """Train the reference imputer ``G2`` against ``D2``.
 
     Critic: real ``r``, fake ``x_bar = m x + (1 - m) G2(x, m, u, y)``. Imputer (every
     ``n_critic`` batches, fresh ``u``): ``MSE(r, x_bar) + adv_weight (1 - mean D2(x_bar))``.
     ``D2=None``: no critic, no adversarial term, an imputer update on every batch.
+
+    Parameters
+    ----------
+    masks
+        ``"zeros"`` (the original): ``m = 1[x > 0]`` and the target ``r = G1(z, y)`` is a
+        sample of the cell's class from the frozen generator (kept in train mode:
+        BatchNorm uses batch statistics, as in the original). ``"genes"``: masked-gene
+        training on the real cells, ``m`` hides each of the first ``n_genes`` pixels with
+        probability ``mask_fraction`` (padding is always hidden) and the target is the
+        cell itself, ``r = x``, so the imputer learns each cell's gene-gene relations, the
+        task stage 3 asks of it on spatial cells (``G1`` is not used).
+    n_genes
+        Number of real genes in the image (``masks="genes"``; default: all pixels).
+    mask_fraction
+        Probability that a gene is hidden (``masks="genes"``).
     """
+    if masks not in ("zeros", "genes"):
+        raise ValueError(f'masks: expected "zeros" or "genes"; found {masks!r}')
     dev = images.device
     opt_g = torch.optim.Adam(G2.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(D2.parameters(), lr=lr, betas=betas) if D2 is not None else None
@@ -203,15 +221,23 @@ def train_stage2(
         D2.train()
     else:
         n_critic = 1
+    n_pix = images[0].numel()
+    real_pixels = (torch.arange(n_pix, device=dev) < (n_pix if n_genes is None else n_genes)).to(images.dtype)
+    real_pixels = real_pixels.view(images.shape[1:])
     step = 0
     for _ in progress(range(epochs), total=epochs, desc="STGNET S2 reference imputer"):
         c_losses, g_losses = [], []
         for idx in _batches(images.shape[0], batch_size, generator, dev):
             x, y = images[idx], onehot[idx]
-            m = (x > 0).to(x.dtype)
-            with torch.no_grad():
-                z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
-                r = G1(z, y)
+            if masks == "zeros":
+                m = (x > 0).to(x.dtype)
+                with torch.no_grad():
+                    z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
+                    r = G1(z, y)
+            else:
+                m = (torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype) >= mask_fraction).to(x.dtype)
+                m = m * real_pixels
+                r = x
             if D2 is not None:
                 with torch.no_grad():
                     u = _rand_like(x, generator)
