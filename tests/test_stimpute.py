@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import spearmanr
 
 from spatialimpute._validation import SpatialImputeInputError
 from spatialimpute.datasets import simulate_pair
@@ -59,11 +60,30 @@ def test_planted_answer_recovery_panel_extension(sim):
     rel = out.var["reliability"].to_numpy()
     assert ((rel >= 0) & (rel <= 1)).all()
     assert out.uns["spatialimpute"]["method"] == "stimpute"
-    assert {"gnn_loss", "ae_loss", "reliability_loss"} <= set(model.history)
     assert model.history["gnn_loss"][-1] < model.history["gnn_loss"][0]
+    assert "ae_loss" not in model.history  # the joint space needs no autoencoder
 
 
-@pytest.mark.parametrize("kw", [{"graph_mode": "similarity_paper"}, {"ae_input": "standardized"}])
+def test_reliability_ranks_genes_by_accuracy(sim):
+    spatial, reference, truth = sim
+    out = StImpute(spatial, reference, seed=0, device="cpu", **FAST).impute()
+    pcc = _pcc(truth, out)
+    rho = spearmanr(out.var["reliability"], pcc).correlation
+    assert rho > 0.3
+
+
+def test_original_autoencoder_space_and_reliability_mlp(sim):
+    spatial, reference, truth = sim
+    model = StImpute(spatial, reference, seed=0, device="cpu", neighbor_space="autoencoder", reliability="mlp", **FAST)
+    out = model.impute()
+    assert np.nanmean(_pcc(truth, out)) > 0.45
+    assert {"gnn_loss", "ae_loss", "ae_refine_loss", "reliability_loss"} <= set(model.history)
+    rel = out.var["reliability"].to_numpy()
+    assert ((rel >= 0) & (rel <= 1)).all()
+
+
+@pytest.mark.parametrize("kw", [{"graph_mode": "similarity_paper"},
+                                {"neighbor_space": "autoencoder", "ae_input": "standardized"}])
 def test_graph_weighting_and_ae_input_options_recover_signal(sim, kw):
     spatial, reference, truth = sim
     out = StImpute(spatial, reference, seed=0, device="cpu", **kw, **FAST).impute()
@@ -117,14 +137,15 @@ def test_tiny_esm2_source_end_to_end(sim, tmp_path):
     assert np.isfinite(out.X).all()
 
 
-def test_save_load_round_trip_and_determinism(sim, tmp_path):
+@pytest.mark.parametrize("kw", [{}, {"neighbor_space": "autoencoder", "reliability": "mlp"}])
+def test_save_load_round_trip_and_determinism(sim, tmp_path, kw):
     spatial, reference, _ = sim
-    a = StImpute(spatial, reference, seed=5, device="cpu", **FAST)
+    a = StImpute(spatial, reference, seed=5, device="cpu", **kw, **FAST)
     out_a = a.impute()
-    b = StImpute(spatial, reference, seed=5, device="cpu", **FAST).impute()
+    b = StImpute(spatial, reference, seed=5, device="cpu", **kw, **FAST).impute()
     np.testing.assert_array_equal(out_a.X, b.X)
     np.testing.assert_array_equal(out_a.var["reliability"], b.var["reliability"])
-    c = StImpute(spatial, reference, seed=6, device="cpu", **FAST).impute()
+    c = StImpute(spatial, reference, seed=6, device="cpu", **kw, **FAST).impute()
     assert not np.array_equal(out_a.X, c.X)
     a.save(tmp_path / "model")
     loaded = StImpute.load(tmp_path / "model", spatial, reference, device="cpu")
@@ -145,7 +166,8 @@ def test_bad_parameters_are_named(sim):
     spatial, reference, _ = sim
     for kw, name in [({"graph_mode": "cosine"}, "graph_mode"), ({"regime": "huge"}, "regime"),
                      ({"preset": "slow"}, "preset"), ({"k": 0}, "k"), ({"alpha": 2.0}, "alpha"),
-                     ({"batch_cells": -1}, "batch_cells")]:
+                     ({"batch_cells": -1}, "batch_cells"), ({"neighbor_space": "umap"}, "neighbor_space"),
+                     ({"reliability": "oracle"}, "reliability")]:
         with pytest.raises(SpatialImputeInputError, match=name):
             StImpute(spatial, reference, device="cpu", **{**FAST, **kw}).train()
     with pytest.raises(SpatialImputeInputError, match="params"):
