@@ -12,6 +12,12 @@ from spatialimpute.datasets import simulate_pair
 
 settings.progress = False
 
+# Each pytest-xdist worker gets its share of the cores: oversubscribed torch threads make the
+# many small training loops several times slower.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    settings.num_threads = max(1, (os.cpu_count() or 1) // _WORKERS)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
