@@ -65,6 +65,12 @@ def test_determinism_save_load_and_cache(sim, tmp_path):
     stgnet_mod.clear_reference_cache()
     out3 = STGNET(spatial, reference, genes=held, seed=1, **TINY).impute()
     np.testing.assert_allclose(out1.X, out3.X, rtol=1e-5, atol=1e-6)
+    assert m1.provenance()["stgnet"]["labels"]["n_labels"] == 1  # fast preset: one class without labels
+    # the original's route: Leiden clusters of the reference, transferred on panel genes
+    m_leiden = STGNET(spatial, reference, genes=held, seed=1, unlabelled="leiden", **{**TINY, "s5_epochs": 2})
+    assert np.isfinite(m_leiden.impute().X).all()
+    assert m_leiden.provenance()["stgnet"]["labels"]["reference"] == "leiden"
+    assert m_leiden._sp_codes.shape == (spatial.n_obs,) and len(m_leiden._label_categories) > 1
     # another fold (other held-out genes) reuses stages 1-2
     m4 = STGNET(spatial, reference, genes=list(spatial.var_names[5:9]), seed=1, **TINY)
     m4.train()
