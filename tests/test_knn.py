@@ -9,7 +9,8 @@ import torch
 import spatialimpute as si
 from spatialimpute.benchmark import gene_metrics
 from spatialimpute.data.neighbors import knn_cosine, spatial_knn
-from spatialimpute.model.knn import KNNImpute, neighbor_weights, weighted_neighbor_mean
+from spatialimpute.model import knn as knn_module
+from spatialimpute.model.knn import KNNImpute, joint_embedding, neighbor_weights, weighted_neighbor_mean
 from spatialimpute.reliability import GeneReliability, morans_i
 
 
@@ -24,6 +25,23 @@ def test_knn_cosine_matches_brute_force_and_chunks():
     np.testing.assert_allclose(dist.numpy(), np.sort(d, axis=1)[:, :4], atol=1e-5)
     idx_self, _ = knn_cosine(r, r, 3, exclude_self=True, chunk_size=10)
     assert not (idx_self.numpy() == np.arange(53)[:, None]).any()
+
+
+def test_joint_embedding_subsampled_pca_and_blockwise_projection(monkeypatch):
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(200, 3))
+    X = (latent @ rng.normal(size=(3, 40)) + 0.1 * rng.normal(size=(200, 40))).astype(np.float32)
+    a, b = X[:120], X[120:]
+    full_a, full_b = joint_embedding(a, b, 5, seed=0)
+    assert full_a.shape == (120, 5) and full_b.shape == (80, 5) and full_a.dtype == np.float32
+    monkeypatch.setattr(knn_module, "_PCA_MAX_ROWS", 60)  # fit on 60 stacked cells, project in blocks
+    sub_a, sub_b = joint_embedding(a, b, 5, seed=0)
+    assert sub_a.shape == (120, 5) and sub_b.shape == (80, 5)
+    # The three planted directions are found from the subset too: same top-3 subspace.
+    def subspace(e):
+        return np.linalg.svd(e[:, :3] - e[:, :3].mean(0), full_matrices=False)[0]
+    overlap = np.linalg.svd(subspace(np.vstack([full_a, full_b])).T @ subspace(np.vstack([sub_a, sub_b])))[1]
+    assert overlap.min() > 0.99
 
 
 def test_spatial_knn_excludes_self_even_with_duplicates():

@@ -13,6 +13,10 @@ from ._base import BaseImputer
 #: Float32 entries of one (cells x reference) sparse-weight times dense-expression block.
 _OUTPUT_BLOCK = 2**24
 
+#: The joint PCA is fitted on at most this many stacked cells (a random subset above it);
+#: every cell is then projected, in blocks of this many rows.
+_PCA_MAX_ROWS = 200_000
+
 
 def _standardize(X: np.ndarray) -> np.ndarray:
     mean = X.mean(axis=0, keepdims=True)
@@ -32,9 +36,21 @@ def joint_embedding(spatial: np.ndarray, reference: np.ndarray, n_components: in
         return a, b
     from sklearn.decomposition import PCA
 
+    n_a, n_total = a.shape[0], a.shape[0] + b.shape[0]
+    rows = np.arange(n_total)
+    if n_total > _PCA_MAX_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(n_total, _PCA_MAX_ROWS, replace=False))
     pca = PCA(n_components=n_components, svd_solver="randomized", random_state=seed)
-    pca.fit(np.vstack([a, b]))
-    return pca.transform(a).astype(np.float32), pca.transform(b).astype(np.float32)
+    pca.fit(np.vstack([a[rows[rows < n_a]], b[rows[rows >= n_a] - n_a]]))
+    return _project(pca, a), _project(pca, b)
+
+
+def _project(pca, X: np.ndarray) -> np.ndarray:
+    """``pca.transform(X)`` as float32, block by block (no full-size centred copy)."""
+    out = np.empty((X.shape[0], pca.n_components_), dtype=np.float32)
+    for start in range(0, X.shape[0], _PCA_MAX_ROWS):
+        out[start:start + _PCA_MAX_ROWS] = pca.transform(X[start:start + _PCA_MAX_ROWS])
+    return out
 
 
 def neighbor_weights(distances: torch.Tensor, weighting: str) -> torch.Tensor:
