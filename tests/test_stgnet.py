@@ -134,7 +134,7 @@ def test_paper_preset_resolves_original_schedule(sim):
     cfg = m._config()
     assert cfg["unet_map"] == 128 and cfg["unet_levels"] == 5 and cfg["s1_epochs"] == 500
     assert cfg["n_critic"] == 5 and cfg["s3_critic"] is True and cfg["s1_lr"] == 1e-4 and cfg["s3_lr"] == 1e-5
-    assert cfg["s2_masks"] == "zeros"
+    assert cfg["s2_masks"] == "zeros" and cfg["input_scale"] == "cell_max" and cfg["unlabelled"] == "leiden"
 
 
 def test_match_quantiles_keeps_ranks_and_takes_reference_marginals():
