@@ -2,8 +2,9 @@
 
 Each size runs in a fresh subprocess: simulate (300 panel genes + 50 reference-only target
 genes, 30,000 reference cells), then impute the 50 target genes (panel extension) with
-``StImpute`` and print wall time and peak resident memory (whole process and the increase
-over the simulated inputs). Memory must grow linearly in the number of spatial cells.
+``StImpute`` and print wall time and the peak resident memory of the imputation (the
+simulator's own peak is excluded; the resident size after simulation is printed beside
+it). Memory must grow linearly in the number of spatial cells.
 
 Usage::
 
@@ -22,11 +23,7 @@ import subprocess
 import sys
 import time
 
-from spatialimpute.benchmark.resources import current_rss_bytes, lifetime_peak_rss_bytes
-
-
-def _rss_gib() -> float:
-    return lifetime_peak_rss_bytes() / 2**30
+from spatialimpute.benchmark.resources import ResourceMonitor, current_rss_bytes
 
 
 def _current_rss_gib() -> float:
@@ -51,12 +48,11 @@ def run_one(n_cells: int, n_reference: int, n_panel: int, n_targets: int, device
     del truth
     sim_s = time.perf_counter() - t0
     base = _current_rss_gib()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    t1 = time.perf_counter()
-    model = StImpute(spatial, reference, seed=seed, device=device, **params)
-    out = model.impute()
-    impute_s = time.perf_counter() - t1
+    with ResourceMonitor(device) as monitor:  # peak RSS of the imputation only (not the simulator's)
+        t1 = time.perf_counter()
+        model = StImpute(spatial, reference, seed=seed, device=device, **params)
+        out = model.impute()
+        impute_s = time.perf_counter() - t1
     import numpy as np
 
     pred = out.X
@@ -71,14 +67,15 @@ def run_one(n_cells: int, n_reference: int, n_panel: int, n_targets: int, device
         "simulate_s": round(sim_s, 1),
         "impute_s": round(impute_s, 1),
         "train_s": round(model.timings.get("train_s", float("nan")), 1),
-        "peak_rss_gib": round(_rss_gib(), 2),
+        "peak_rss_gib": round(monitor.peak_rss_bytes / 2**30, 2),
+        "peak_rss_scope": monitor.peak_rss_scope,
         "rss_after_simulation_gib": round(base, 2),
         "effective_params": model.effective_params,
         "chunk_sizes": model.chunk_sizes,
         "mean_pcc_targets": round(float(np.nanmean(pcc)), 4),
     }
-    if device.startswith("cuda"):
-        res["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if monitor.peak_gpu_bytes is not None:
+        res["peak_gpu_gib"] = round(monitor.peak_gpu_bytes / 2**30, 2)
     return res
 
 
