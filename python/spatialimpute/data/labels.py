@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from . import normalize
+
 
 def shared_label_codes(
     reference_labels: Sequence, spatial_labels: Sequence | None = None
@@ -46,12 +48,6 @@ def _zscore_rows(X: np.ndarray) -> np.ndarray:
     Z = X - X.mean(axis=1, keepdims=True)
     sd = np.sqrt((Z**2).mean(axis=1, keepdims=True))
     return (Z / np.where(sd > 0, sd, 1.0)).astype(np.float32)
-
-
-def _zscore_columns(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    sd = X.std(axis=0, keepdims=True)
-    return (X - X.mean(axis=0, keepdims=True)) / np.where(sd > 0, sd, 1.0)
 
 
 def transfer_labels(
@@ -109,7 +105,7 @@ def transfer_labels(
     n_codes = int(reference_codes.max()) + 1
     fallback = int(np.bincount(reference_codes, minlength=n_codes).argmax())
     if standardize_genes:
-        reference_X, spatial_X = _zscore_columns(reference_X), _zscore_columns(spatial_X)
+        reference_X, spatial_X = normalize.standardize_genes(reference_X), normalize.standardize_genes(spatial_X)
     zr = _zscore_rows(reference_X)
     zs = _zscore_rows(spatial_X)
     constant = ~(zs != 0).any(axis=1)

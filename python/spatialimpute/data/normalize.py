@@ -46,3 +46,20 @@ def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: fl
     out *= scale[:, None]
     np.log1p(out, out=out)
     return out.astype(np.float32)
+
+
+def standardize_genes(X: np.ndarray) -> np.ndarray:
+    """Z-score each gene (column) within one dataset; constant genes become 0.
+
+    Removes per-gene shifts and scale differences between technologies before spatial and
+    reference cells are compared.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float32 matrix of the same shape.
+    """
+    X = np.asarray(X)
+    mean = X.mean(axis=0, keepdims=True)
+    sd = X.std(axis=0, keepdims=True)
+    return np.divide(X - mean, sd, out=np.zeros(X.shape, dtype=np.float32), where=sd > 0).astype(np.float32)

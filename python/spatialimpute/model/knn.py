@@ -7,6 +7,7 @@ import torch
 
 from .._validation import check_choice
 from ..data.neighbors import knn_cosine
+from ..data.normalize import standardize_genes
 from ..reliability import reliability_from_heldout
 from ._base import BaseImputer
 
@@ -18,12 +19,6 @@ _OUTPUT_BLOCK = 2**24
 _PCA_MAX_ROWS = 200_000
 
 
-def _standardize(X: np.ndarray) -> np.ndarray:
-    mean = X.mean(axis=0, keepdims=True)
-    sd = X.std(axis=0, keepdims=True)
-    return np.divide(X - mean, sd, out=np.zeros_like(X, dtype=np.float32), where=sd > 0).astype(np.float32)
-
-
 def joint_embedding(spatial: np.ndarray, reference: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Embed spatial and reference cells in one space built from the shared genes.
 
@@ -31,7 +26,7 @@ def joint_embedding(spatial: np.ndarray, reference: np.ndarray, n_components: in
     differences between technologies); when there are more genes than ``n_components`` the
     stacked cells are projected on their principal components.
     """
-    a, b = _standardize(spatial), _standardize(reference)
+    a, b = standardize_genes(spatial), standardize_genes(reference)
     if a.shape[1] <= n_components:
         return a, b
     from sklearn.decomposition import PCA
