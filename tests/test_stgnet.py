@@ -12,7 +12,7 @@ from spatialimpute.model.stgnet import STGNET, match_quantiles, stgnet_scale, st
 
 #: Tiny but complete schedule: every stage runs.
 TINY = dict(s1_epochs=1, s2_epochs=1, s3_epochs=1, min_steps=20, batch_size=50, s5_epochs=15, g1_channels=[8, 4],
-            unet_ngf=4, s5_hidden=[32, 16], reliability=False, device="cpu")
+            unet_ngf=4, s5_hidden=[32, 16], refine=True, reliability=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,36 @@ def test_determinism_save_load_and_cache(sim, tmp_path):
     assert loaded.history["s5_total"] == m1.history["s5_total"]
 
 
+def test_auto_refinement_follows_heldout_panel_genes(sim, monkeypatch):
+    """``refine="auto"`` keeps stage 5 exactly when it raised the held-out panel genes' SPCC:
+    a stage 5 that returns the measured values is kept, one that returns noise is not."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:3])
+    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
+    n_panel = sp.n_vars
+    calls = []
+
+    def fake_stage5(self, features, observed_pos, tag, cells=None, model=None, train=True):
+        calls.append(tag)
+        if tag != "_refine_check":
+            return None, features, {}, {}
+        out = features.clone()
+        values = torch.as_tensor(self._spatial[cells] if mode == "truth" else np.random.default_rng(0).random(out.shape),
+                                 dtype=out.dtype)
+        out[:, :] = values
+        return None, out, {}, {}
+
+    monkeypatch.setattr(STGNET, "_stage5", fake_stage5)
+    for mode, kept in (("truth", True), ("noise", False)):
+        calls.clear()
+        m = STGNET(sp, reference, genes=held, seed=0, **{**TINY, "refine": "auto"})
+        m.train()
+        check = m.provenance()["stgnet"]["refine_check"]
+        assert check["refine"] is kept and (check["spcc_refined"] > check["spcc_stage4"]) is kept
+        assert calls == (["_refine_check", ""] if kept else ["_refine_check"])
+        assert check["heldout_panel_genes"] == n_panel // 5
+
+
 def test_panel_extension_and_given_labels(sim):
     spatial, reference, _ = sim
     sp = spatial.copy()
@@ -135,6 +165,24 @@ def test_paper_preset_resolves_original_schedule(sim):
     assert cfg["unet_map"] == 128 and cfg["unet_levels"] == 5 and cfg["s1_epochs"] == 500
     assert cfg["n_critic"] == 5 and cfg["s3_critic"] is True and cfg["s1_lr"] == 1e-4 and cfg["s3_lr"] == 1e-5
     assert cfg["s2_masks"] == "zeros" and cfg["input_scale"] == "cell_max" and cfg["unlabelled"] == "leiden"
+    assert cfg["network_input"] == "scaled" and cfg["unet_mask_input"] is False
+
+
+def test_network_input_standardized_panel_genes(sim):
+    """The fast preset's networks read per-gene z-scores of each data set (held-out genes 0);
+    the images they reconstruct stay on the [0, 1] scale."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:3])
+    m = STGNET(spatial[:, [g for g in spatial.var_names if g not in held]].copy(), reference, genes=held, device="cpu")
+    m._cfg = m._config()
+    assert m._cfg["network_input"] == "standardized" and m._cfg["unet_mask_input"] is True
+    m._prepare(labels=False)
+    sp_in = m._spatial_in[:, m._feature_pos]
+    np.testing.assert_allclose(sp_in.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(sp_in.std(0), 1, atol=1e-4)
+    assert (m._spatial_in[:, m._target_pos] == 0).all()
+    np.testing.assert_allclose(m._ref_in.std(0), 1, atol=1e-4)
+    assert m._spatial.min() >= 0 and m._spatial.max() <= 1 and m._ref.max() <= 1
 
 
 def test_match_quantiles_keeps_ranks_and_takes_reference_marginals():

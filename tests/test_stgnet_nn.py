@@ -42,6 +42,55 @@ def test_unet_imputer_shapes(map_size, levels):
         net(x, x, x, _onehot(b, c))
 
 
+def test_unet_mask_input_lets_the_network_see_the_mask():
+    """With ``x == u`` the blended input ``x m + u (1 - m)`` is the same for every mask: only
+    a network that also reads the mask (the paper's ``(x, m)`` input) can respond to it."""
+    torch.manual_seed(0)
+    s, c, b = 4, 2, 6
+    x = torch.rand(b, 1, s, s)
+    m1, m2 = torch.ones_like(x), (torch.rand_like(x) > 0.5).float()
+    y = _onehot(b, c)
+    for mask_input, same in ((False, True), (True, False)):
+        net = UNetImputer(s, c, map_size=16, ngf=4, n_levels=3, mask_input=mask_input).eval()
+        with torch.no_grad():
+            a, b_ = net(x, m1, x, y), net(x, m2, x, y)
+        assert torch.allclose(a, b_) is same
+
+
+def test_student_initialised_from_teacher_starts_as_the_teacher():
+    torch.manual_seed(0)
+    s, c, b = 4, 3, 5
+    teacher = UNetImputer(s, c, 16, 4, 3, mask_input=True)
+    teacher.train()(torch.rand(8, 1, s, s), torch.ones(8, 1, s, s), torch.rand(8, 1, s, s), _onehot(8, c))  # move BN stats
+    student = UNetImputer(s, c, 16, 4, 3, n_coords=2, mask_input=True)
+    student.init_from_teacher(teacher)
+    x, m, u, y = torch.rand(b, 1, s, s), (torch.rand(b, 1, s, s) > 0.3).float(), torch.rand(b, 1, s, s), _onehot(b, c)
+    with torch.no_grad():
+        torch.testing.assert_close(student.eval()(x, m, u, y, torch.rand(b, 2)), teacher.eval()(x, m, u, y))
+    with pytest.raises(ValueError, match="same geometry"):
+        UNetImputer(s, c, 16, 8, 3, n_coords=2, mask_input=True).init_from_teacher(teacher)
+    with pytest.raises(ValueError, match="without"):
+        teacher.init_from_teacher(student)
+
+
+def test_stage4_reads_inputs_and_keeps_observed_images():
+    """``inputs`` feed the network; observed entries of the output are the images' values."""
+    torch.manual_seed(0)
+    s, c, n = 3, 2, 10
+    images = torch.rand(n, 1, s, s)
+    inputs = torch.randn(n, 1, s, s)
+    gm = torch.ones(1, 1, s, s)
+    gm[..., 0, :] = 0
+    onehot, coords = _onehot(n, c), torch.rand(n, 2)
+    net = UNetImputer(s, c, 16, 4, 3, n_coords=2, mask_input=True)
+    out = S.infer_stage4(net, images, gm, onehot, coords, batch_size=n, inputs=inputs, generator=torch.Generator().manual_seed(3))
+    eps = torch.rand(images.shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = net.eval()(inputs, gm.expand_as(images), eps, onehot, coords)
+    torch.testing.assert_close(out[..., 1:, :], images[..., 1:, :])
+    torch.testing.assert_close(out[..., 0, :], expected[..., 0, :])
+
+
 def test_unet_skip_is_activated_input():
     """The original's in-place LeakyReLU: the concatenated skip is LReLU(x), not x."""
     torch.manual_seed(0)

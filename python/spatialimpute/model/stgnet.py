@@ -39,6 +39,7 @@ import torch
 from .._settings import derive_seed, progress
 from .._validation import SpatialImputeInputError, check_choice
 from ..data.labels import shared_label_codes, transfer_labels
+from ..data.normalize import standardize_genes
 from ..data.spatial_graph import feature_knn_graph, radius_for_mean_degree, radius_graph, row_normalized_propagation
 from ..module import stgnet as S
 from ..nn.critics import ConvCritic
@@ -71,6 +72,10 @@ PRESETS: dict[str, dict] = {
         "s2_masks": "zeros",
         "unlabelled": "leiden",
         "input_scale": "cell_max",
+        "unet_mask_input": False,
+        "network_input": "scaled",
+        "s3_init": "random",
+        "refine": True,
     },
     "fast": {
         "g1_channels": [32, 16],
@@ -94,6 +99,10 @@ PRESETS: dict[str, dict] = {
         "s2_masks": "genes",
         "unlabelled": "single",
         "input_scale": "gene_max",
+        "unet_mask_input": True,
+        "network_input": "standardized",
+        "s3_init": "teacher",
+        "refine": "auto",
     },
 }
 
@@ -221,10 +230,24 @@ class STGNET(BaseImputer):
     0.217 / 0.211 with one class; final 0.184 / 0.169 -> 0.215 / 0.223. Given labels are
     always used.
 
+    The fast preset's U-Nets read each gene z-scored within its data set
+    (``network_input="standardized"``) and also the mask (``unet_mask_input``, the paper's
+    ``(x, m)`` input), while they still output the [0, 1] images stage 2 reconstructs: the
+    quantile-aligned spatial values tie many cells at the reference's zero (85% zeros
+    after alignment vs 75% measured on gastrulation), and without the mask the network
+    cannot tell a hidden gene from an observed one. Teacher SPCC, fold 0 (one thread):
+    gastrulation 0.040 -> 0.115, Drosophila 0.413 -> 0.470 (0.435 with the mask alone).
+    ``G3`` starts as a copy of the teacher (``s3_init="teacher"``): with a fresh
+    initialisation the student fell below the stronger teacher on Drosophila (fold 0
+    stage-4 SPCC 0.438 vs 0.477 from the teacher's weights).
+
     Stage 5 as specified (the ZINB mean of a 64-dimensional fused embedding, 101 epochs)
-    smooths the stage-4 output; on osmFISH it changed SPCC by +0.02 with Leiden labels
-    and by -0.02 / -0.01 (folds 0 / 3) with the fast preset's stage 4 (0.237 -> 0.215).
-    It is kept, as the method's refinement stage (``refine=False`` skips it).
+    smooths the stage-4 output over spatial and expression neighbours. Smoothing a good
+    per-cell prediction mixes neighbouring cell types: on osmFISH fold 0 one step of the
+    row-normalised spatial propagation alone lowers the stage-4 SPCC from 0.237 to 0.201,
+    and stage 5 lowered it to 0.184 (fast preset, fold 0). The fast preset therefore runs
+    it only when it helps on held-out panel genes (``refine="auto"``,
+    :meth:`_check_refinement`); ``refine=True`` (the paper preset) always runs it.
 
     Other fast-preset choices, by measurement on osmFISH: a 16x16 U-Net map with 3 levels
     and 8 base channels, G1 trunk (32, 16), no critics and no adversarial term (with them,
@@ -262,7 +285,9 @@ class STGNET(BaseImputer):
         (0.01), ``s5_weight_decay`` (1e-4), ``s5_hidden`` ([128, 64]), ``zinb_weight`` (1),
         ``sr_weight`` (1), ``kl_weight`` (10), ``sr_mode`` (``"auto"``: exact blockwise up to
         ``sr_exact_max_cells`` cells, sampled negatives above; or ``"exact"`` /
-        ``"sampled"``), ``sr_negatives`` (64), ``refine`` (run stage 5, True),
+        ``"sampled"``), ``sr_negatives`` (64), ``refine`` (preset key: True = run stage 5, the original | False
+        = stop at stage 4 | ``"auto"`` = run stage 5 only when it raises the SPCC of held-out
+        panel genes, see :meth:`_check_refinement`), ``refine_check_cells`` (5000),
         ``label_transfer`` (``"knn"`` vote of ``label_transfer_k`` = 15 most correlated
         reference cells | ``"pearson"``: the single best, as the original),
         ``label_transfer_standardize`` (z-score each panel gene within each data set before
@@ -279,6 +304,14 @@ class STGNET(BaseImputer):
         ``input_scale`` (preset key: ``"cell_max"`` = the original per-cell maximum scale |
         ``"gene_max"`` = log-normalised values over each gene's reference maximum; see the
         module docstring),
+        ``network_input`` (preset key: ``"scaled"`` = the U-Nets read the scaled images they
+        reconstruct, the original | ``"standardized"`` = they read each gene z-scored within
+        its data set, and still output the scaled images; see Notes),
+        ``unet_mask_input`` (preset key: False = the mask only blends noise into the input,
+        the original code | True = the U-Nets also read the mask, the paper's ``(x, m)``),
+        ``s3_init`` (preset key: ``"random"`` = ``G3`` starts from a fresh initialisation, the
+        original | ``"teacher"`` = ``G3`` starts as a copy of ``G2`` whose coordinate input
+        is switched off, see :meth:`~spatialimpute.nn.unet.UNetImputer.init_from_teacher`),
         ``cache_reference_stages`` (reuse stages 1-2 in the process, True),
         ``reliability`` (True), ``reliability_heldout``: how STGNET's own held-out panel
         genes are predicted for the reliability model (``"teacher"``: the stage-2 imputer
@@ -305,7 +338,7 @@ class STGNET(BaseImputer):
             "sr_mode": "auto",
             "sr_exact_max_cells": 20000,
             "sr_negatives": 64,
-            "refine": True,
+            "refine_check_cells": 5000,
             "label_transfer": "knn",
             "label_transfer_k": 15,
             "leiden_resolution": 2.0,
@@ -335,6 +368,11 @@ class STGNET(BaseImputer):
         check_choice(p["unlabelled"], "unlabelled", ["leiden", "single"])
         check_choice(p["input_scale"], "input_scale", ["cell_max", "gene_max"])
         check_choice(p["spatial_alignment"], "spatial_alignment", ["quantile", "none"])
+        check_choice(p["network_input"], "network_input", ["scaled", "standardized"])
+        check_choice(p["s3_init"], "s3_init", ["random", "teacher"])
+        if p["refine"] not in (True, False, "auto"):
+            raise SpatialImputeInputError("refine", 'True, False or "auto"', repr(p["refine"]),
+                                          'pass refine="auto" (the fast preset) or True (the paper)')
         check_choice(p["reliability_heldout"], "reliability_heldout", ["teacher", "teacher_refined", "full"])
         for key in ("s1_epochs", "s2_epochs", "s3_epochs", "s5_epochs", "batch_size", "n_critic", "s3_update_every",
                     "feature_k", "min_steps", "label_transfer_k"):
@@ -392,6 +430,12 @@ class STGNET(BaseImputer):
         spatial_full = np.zeros((p.n_cells, g), dtype=np.float32)
         spatial_full[:, self._feature_pos] = self._align(sp_scaled, self._feature_pos)
         self._spatial = spatial_full
+        if self._cfg["network_input"] == "standardized":
+            self._ref_in = standardize_genes(p.reference_X[:, order])
+            self._spatial_in = np.zeros((p.n_cells, g), dtype=np.float32)
+            self._spatial_in[:, self._feature_pos] = standardize_genes(p.spatial_X)
+        else:
+            self._ref_in = self._spatial_in = None
         self._median_lib = float(np.median(np.where(p.spatial_library_size > 0, p.spatial_library_size, 1.0)))
         coords = np.asarray(p.coords, dtype=np.float64)
         span = coords.max(axis=0) - coords.min(axis=0)
@@ -463,7 +507,7 @@ class STGNET(BaseImputer):
         cfg = self._cfg
         torch.manual_seed(derive_seed(self.seed, f"init_{stage}"))
         return UNetImputer(self._side, len(self._label_categories), cfg["unet_map"], cfg["unet_ngf"],
-                           cfg["unet_levels"], n_coords).to(self.device)
+                           cfg["unet_levels"], n_coords, mask_input=cfg["unet_mask_input"]).to(self.device)
 
     def _build_s5(self):
         h1, h2 = self._cfg["s5_hidden"]
@@ -478,7 +522,8 @@ class STGNET(BaseImputer):
         h.update(self._ref_codes.tobytes())
         h.update(json.dumps(self._genes_sorted).encode())
         keys = ("g1_channels", "g1_bn_eps_quirk", "critic_map", "unet_map", "unet_ngf", "unet_levels", "s1_epochs", "min_steps",
-                "s2_epochs", "batch_size", "n_critic", "s1_lr", "s2_lr", "latent_dim", "gp_weight", "adv_weight", "adversarial", "s2_masks", "s2_mask_fraction")
+                "s2_epochs", "batch_size", "n_critic", "s1_lr", "s2_lr", "latent_dim", "gp_weight", "adv_weight", "adversarial", "s2_masks", "s2_mask_fraction",
+                "unet_mask_input", "network_input")
         h.update(json.dumps({k: cfg[k] for k in keys}, default=str).encode())
         h.update(f"{self.seed}|{self.device}|{len(self._label_categories)}".encode())
         return h.hexdigest()
@@ -498,6 +543,7 @@ class STGNET(BaseImputer):
             self._reference_stages_cached = True
             return
         images = S.to_images(torch.as_tensor(self._ref, device=self.device), self._side)
+        inputs = None if self._ref_in is None else S.to_images(torch.as_tensor(self._ref_in, device=self.device), self._side)
         onehot = self._onehot(self._ref_codes)
         common = dict(batch_size=cfg["batch_size"], n_critic=cfg["n_critic"], gp_weight=cfg["gp_weight"],
                       adv_weight=cfg["adv_weight"], progress=progress)
@@ -512,7 +558,7 @@ class STGNET(BaseImputer):
         D2 = self._build_critic("d2") if cfg["adversarial"] else None
         h2 = S.train_stage2(self.G2, D2, self.G1, images, onehot, epochs=self._epochs("s2", images.shape[0]), lr=cfg["s2_lr"],
                             masks=cfg["s2_masks"], n_genes=self._n_genes, mask_fraction=cfg["s2_mask_fraction"],
-                            generator=self._gen("s2"), **common)
+                            inputs=inputs, generator=self._gen("s2"), **common)
         hist["s2_imputer"] = h2["imputer"]
         if "critic" in h2:
             hist["s2_critic"] = h2["critic"]
@@ -529,29 +575,37 @@ class STGNET(BaseImputer):
 
     # ------------------------------------------------------------------ stages 3-5
     def _spatial_tensors(self, observed_pos: np.ndarray, cells: np.ndarray | None = None):
-        """Images with only ``observed_pos`` genes kept, the gene mask, labels, coordinates."""
-        sp_ = self._spatial if cells is None else self._spatial[cells]
-        x = np.zeros_like(sp_)
-        x[:, observed_pos] = sp_[:, observed_pos]
-        images = S.to_images(torch.as_tensor(x, device=self.device), self._side)
+        """Images with only ``observed_pos`` genes kept, the network's input images (None
+        when the network reads the images themselves), the gene mask, labels, coordinates."""
+        images, inputs = (self._observed_images(v, observed_pos, cells) for v in (self._spatial, self._spatial_in))
         mask = np.zeros(self._n_genes, dtype=np.float32)
         mask[observed_pos] = 1.0
         gm = S.to_images(torch.as_tensor(mask[None], device=self.device), self._side)
         codes = self._sp_codes if cells is None else self._sp_codes[cells]
         coords = self._coords01 if cells is None else self._coords01[cells]
-        return images, gm, self._onehot(codes), torch.as_tensor(coords, device=self.device)
+        return images, inputs, gm, self._onehot(codes), torch.as_tensor(coords, device=self.device)
 
-    def _train_g3(self, images, gm, onehot, coords, tag: str):
+    def _observed_images(self, values: np.ndarray | None, observed_pos: np.ndarray, cells: np.ndarray | None):
+        if values is None:
+            return None
+        v = values if cells is None else values[cells]
+        x = np.zeros_like(v)
+        x[:, observed_pos] = v[:, observed_pos]
+        return S.to_images(torch.as_tensor(x, device=self.device), self._side)
+
+    def _train_g3(self, images, inputs, gm, onehot, coords, tag: str):
         cfg = self._cfg
         G3 = self._build_unet(f"g3{tag}", n_coords=coords.shape[1])
+        if cfg["s3_init"] == "teacher":
+            G3.init_from_teacher(self.G2)
         D3 = self._build_critic(f"d3{tag}", n_coords=coords.shape[1]) if cfg["s3_critic"] and cfg["adversarial"] else None
         hist = S.train_stage3(G3, self.G2, images, gm, onehot, coords, epochs=self._epochs("s3", images.shape[0]),
                               batch_size=cfg["batch_size"], update_every=cfg["s3_update_every"], lr=cfg["s3_lr"],
-                              D3=D3, gp_weight=cfg["gp_weight"], adv_weight=cfg["adv_weight"],
+                              D3=D3, gp_weight=cfg["gp_weight"], adv_weight=cfg["adv_weight"], inputs=inputs,
                               generator=self._gen(f"s3{tag}"), progress=progress)
         return G3, hist
 
-    def _stage4(self, net, images, gm, onehot, coords, tag: str) -> torch.Tensor:
+    def _stage4(self, net, images, inputs, gm, onehot, coords, tag: str) -> torch.Tensor:
         cfg = self._cfg
         if net is self.G2:
             # the teacher has no coordinate input: wrap it
@@ -565,7 +619,7 @@ class STGNET(BaseImputer):
 
             net = _Teacher(self.G2)
         out = S.infer_stage4(net, images, gm, onehot, coords, noise=cfg["inference_noise"], bn_mode=cfg["bn_inference"],
-                             batch_size=cfg["batch_size"], generator=self._gen(f"s4{tag}"))
+                             batch_size=cfg["batch_size"], inputs=inputs, generator=self._gen(f"s4{tag}"))
         return S.from_images(out, self._n_genes)
 
     def _graphs(self, features: torch.Tensor, cells: np.ndarray | None = None):
@@ -615,15 +669,19 @@ class STGNET(BaseImputer):
         self._check_sizes()
         self._prepare()
         self._train_reference_stages()
-        images, gm, onehot, coords = self._spatial_tensors(self._feature_pos)
-        self.G3, h3 = self._train_g3(images, gm, onehot, coords, "")
+        images, inputs, gm, onehot, coords = self._spatial_tensors(self._feature_pos)
+        self.G3, h3 = self._train_g3(images, inputs, gm, onehot, coords, "")
         self.history["s3_student"] = h3["student"]
         if "critic" in h3:
             self.history["s3_critic"] = h3["critic"]
-        self._s4 = self._stage4(self.G3, images, gm, onehot, coords, "")
+        self._s4 = self._stage4(self.G3, images, inputs, gm, onehot, coords, "")
         self.S5 = None
         self._graph_info = {}
-        if self._cfg["refine"]:
+        refine = self._cfg["refine"]
+        self._refine_check = self._check_refinement() if refine == "auto" else None
+        if self._refine_check is not None:
+            refine = self._refine_check["refine"]
+        if refine:
             self.S5, mu, h5, self._graph_info = self._stage5(self._s4, self._feature_pos, "")
             self.history.update({f"s5_{k}": v for k, v in h5.items()})
             self._mu = mu
@@ -648,20 +706,20 @@ class STGNET(BaseImputer):
 
     def _predict(self) -> np.ndarray:
         if getattr(self, "_mu", None) is None:
-            images, gm, onehot, coords = self._spatial_tensors(self._feature_pos)
-            self._s4 = self._stage4(self.G3, images, gm, onehot, coords, "")
+            images, inputs, gm, onehot, coords = self._spatial_tensors(self._feature_pos)
+            self._s4 = self._stage4(self.G3, images, inputs, gm, onehot, coords, "")
             if self.S5 is not None:
                 _, self._mu, _, self._graph_info = self._stage5(self._s4, self._feature_pos, "", model=self.S5, train=False)
             else:
                 self._mu = self._s4
         return self._final_targets(self._mu, self._target_pos)
 
-    def _predict_heldout(self, train_cols: np.ndarray, heldout_cols: np.ndarray, cells: np.ndarray) -> np.ndarray:
-        """Predict held-out feature genes from the other feature genes (for reliability)."""
-        tag = f"_rel{int(heldout_cols[0])}"
+    def _heldout_stage4(self, train_cols: np.ndarray, cells: np.ndarray, tag: str, retrain_student: bool = False):
+        """Stage-4 images of ``cells`` with only the ``train_cols`` panel genes observed,
+        imputed by the teacher ``G2`` (``retrain_student``: by a ``G3`` trained for this
+        mask); also returns the per-cell scale (``cell_max`` inputs)."""
         observed = self._feature_pos[train_cols]
-        heldout = self._feature_pos[heldout_cols]
-        images, gm, onehot, coords = self._spatial_tensors(observed, cells)
+        images, inputs, gm, onehot, coords = self._spatial_tensors(observed, cells)
         p = self.paired
         if self._cfg["input_scale"] == "gene_max":
             sp_scaled, cell_max = p.spatial_X[np.ix_(cells, train_cols)] / self._gene_max[observed], None
@@ -670,18 +728,47 @@ class STGNET(BaseImputer):
         x = np.zeros((cells.size, self._n_genes), dtype=np.float32)
         x[:, observed] = self._align(sp_scaled, observed)
         images = S.to_images(torch.as_tensor(x, device=self.device), self._side)
-        mode = self._cfg["reliability_heldout"]
-        if mode == "full":
-            net, _ = self._train_g3(images, gm, onehot, coords, tag)
-        else:
-            net = self.G2
-        s4 = self._stage4(net, images, gm, onehot, coords, tag)
-        if self._cfg["refine"] and mode != "teacher":
-            _, mu, _, _ = self._stage5(s4, observed, tag, cells)
-        else:
-            mu = s4
-        v = mu[:, torch.as_tensor(heldout, device=mu.device)].detach().cpu().numpy()
+        net = self._train_g3(images, inputs, gm, onehot, coords, tag)[0] if retrain_student else self.G2
+        return self._stage4(net, images, inputs, gm, onehot, coords, tag), cell_max
+
+    def _heldout_genes(self, values: torch.Tensor, heldout_cols: np.ndarray, cell_max: np.ndarray | None) -> np.ndarray:
+        heldout = self._feature_pos[heldout_cols]
+        v = values[:, torch.as_tensor(heldout, device=values.device)].detach().cpu().numpy()
         return self._unscale(v, heldout, cell_max)
+
+    def _predict_heldout(self, train_cols: np.ndarray, heldout_cols: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Predict held-out feature genes from the other feature genes (for reliability)."""
+        tag = f"_rel{int(heldout_cols[0])}"
+        s4, cell_max = self._heldout_stage4(train_cols, cells, tag, self._cfg["reliability_heldout"] == "full")
+        if self.S5 is not None and self._cfg["reliability_heldout"] != "teacher":
+            _, s4, _, _ = self._stage5(s4, self._feature_pos[train_cols], tag, cells)
+        return self._heldout_genes(s4, heldout_cols, cell_max)
+
+    def _check_refinement(self) -> dict:
+        """``refine="auto"``: does stage 5 raise accuracy on this data set?
+
+        A fifth of the panel genes is hidden, imputed from the rest by the teacher on at most
+        ``refine_check_cells`` cells, and scored (mean SPCC against the measured values)
+        before and after a stage-5 refinement. Stage 5 runs on the real data only if it
+        helped; the targets are never looked at.
+        """
+        from ..benchmark.metrics import gene_metrics
+
+        p = self.paired
+        if p.n_features < 3:
+            return {"refine": True, "reason": "fewer than 3 panel genes: not checked"}
+        rng = np.random.default_rng(derive_seed(self.seed, "refine_check"))
+        heldout = np.sort(rng.choice(p.n_features, max(1, p.n_features // 5), replace=False))
+        train = np.setdiff1d(np.arange(p.n_features), heldout)
+        n_cells = int(self._cfg["refine_check_cells"])
+        cells = np.arange(p.n_cells) if p.n_cells <= n_cells else np.sort(rng.choice(p.n_cells, n_cells, replace=False))
+        s4, cell_max = self._heldout_stage4(train, cells, "_refine_check")
+        _, mu, _, _ = self._stage5(s4, self._feature_pos[train], "_refine_check", cells)
+        truth = p.spatial_X[np.ix_(cells, heldout)]
+        before, after = (float(np.nanmean(gene_metrics(truth, self._heldout_genes(v, heldout, cell_max))["spcc"]))
+                         for v in (s4, mu))
+        return {"refine": bool(after > before), "heldout_panel_genes": int(heldout.size), "cells": int(cells.size),
+                "spcc_stage4": round(before, 4), "spcc_refined": round(after, 4)}
 
     def _reliability(self, prediction: np.ndarray) -> np.ndarray:
         if not self.params["reliability"]:
@@ -698,7 +785,8 @@ class STGNET(BaseImputer):
             "labels": getattr(self, "_label_source", None),
             "graphs": getattr(self, "_graph_info", None),
             "reference_stages_from_cache": getattr(self, "_reference_stages_cached", None),
-            "scale": "CP10k+log1p / per-cell max over feature genes; output mapped back per cell",
+            "refine_check": getattr(self, "_refine_check", None),
+            "refined": getattr(self, "S5", None) is not None,
         }
         return prov
 

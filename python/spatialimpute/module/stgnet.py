@@ -184,6 +184,7 @@ def train_stage2(
     masks: str = "zeros",
     n_genes: int | None = None,
     mask_fraction: float = 0.2,
+    inputs: torch.Tensor | None = None,
     generator: torch.Generator,
     progress: ProgressFn = _identity_progress,
 ) -> dict[str, list[float]]:
@@ -207,6 +208,10 @@ def train_stage2(
         Number of real genes in the image (``masks="genes"``; default: all pixels).
     mask_fraction
         Probability that a gene is hidden (``masks="genes"``).
+    inputs
+        What the network reads in place of ``x`` (same shape as ``images``, e.g. per-gene
+        z-scores); the targets and the observed entries of ``x_bar`` stay ``images``.
+        Default: ``images``.
     """
     if masks not in ("zeros", "genes"):
         raise ValueError(f'masks: expected "zeros" or "genes"; found {masks!r}')
@@ -229,6 +234,7 @@ def train_stage2(
         c_losses, g_losses = [], []
         for idx in _batches(images.shape[0], batch_size, generator, dev):
             x, y = images[idx], onehot[idx]
+            x_in = x if inputs is None else inputs[idx]
             if masks == "zeros":
                 m = (x > 0).to(x.dtype)
                 with torch.no_grad():
@@ -241,7 +247,7 @@ def train_stage2(
             if D2 is not None:
                 with torch.no_grad():
                     u = _rand_like(x, generator)
-                    x_bar = m * x + (1 - m) * G2(x, m, u, y)
+                    x_bar = m * x + (1 - m) * G2(x_in, m, u, y)
                 d_loss = critic_loss(lambda t: D2(t, y), r, x_bar, gp_weight=gp_weight, generator=generator)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
@@ -252,7 +258,7 @@ def train_stage2(
                 if D2 is not None:
                     _set_requires_grad(D2, False)
                 u2 = _rand_like(x, generator)
-                x_bar2 = m * x + (1 - m) * G2(x, m, u2, y)
+                x_bar2 = m * x + (1 - m) * G2(x_in, m, u2, y)
                 g_loss = generator_loss(r, x_bar2, D2(x_bar2, y) if D2 is not None else None, adv_weight)
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
@@ -285,6 +291,7 @@ def train_stage3(
     D3: nn.Module | None = None,
     gp_weight: float = 10.0,
     adv_weight: float = 0.1,
+    inputs: torch.Tensor | None = None,
     generator: torch.Generator,
     progress: ProgressFn = _identity_progress,
 ) -> dict[str, list[float]]:
@@ -298,6 +305,9 @@ def train_stage3(
     With ``D3`` given (paper preset) the spatial critic is also trained (real ``o``, fake
     ``t``) and ``adv_weight (1 - mean D3(t'))`` is added to the logged loss; that term has
     no gradient w.r.t. ``G3`` (ALGORITHMS.md A.3), so ``G3``'s updates do not depend on it.
+
+    ``inputs`` (default ``images``): what both networks read in place of ``x``, as in
+    :func:`train_stage2`.
     """
     dev = images.device
     opt_g = torch.optim.Adam(G3.parameters(), lr=lr, betas=betas)
@@ -315,17 +325,18 @@ def train_stage3(
         c_losses, g_losses = [], []
         for idx in _batches(images.shape[0], batch_size, generator, dev):
             x, y, c = images[idx], onehot[idx], coords[idx]
+            x_in = x if inputs is None else inputs[idx]
             gm = g.expand_as(x)
             step += 1
             do_update = step % update_every == 0
             if D3 is None and not do_update:
                 continue
             u = _rand_like(x, generator)
-            o = G3(x, gm, u, y, c) if do_update else None
+            o = G3(x_in, gm, u, y, c) if do_update else None
             if D3 is not None:
                 with torch.no_grad():
-                    o_d = o.detach() if o is not None else G3(x, gm, u, y, c)
-                    t = gm * x + (1 - gm) * G2(x, gm, u, y)
+                    o_d = o.detach() if o is not None else G3(x_in, gm, u, y, c)
+                    t = gm * x + (1 - gm) * G2(x_in, gm, u, y)
                 d_loss = critic_loss(lambda im: D3(im, y, c), o_d, t, gp_weight=gp_weight, generator=generator)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
@@ -334,7 +345,7 @@ def train_stage3(
             if do_update:
                 with torch.no_grad():
                     u2 = _rand_like(x, generator)
-                    t2 = gm * x + (1 - gm) * G2(x, gm, u2, y)
+                    t2 = gm * x + (1 - gm) * G2(x_in, gm, u2, y)
                 loss = F.mse_loss(o, t2)
                 opt_g.zero_grad(set_to_none=True)
                 loss.backward()
@@ -372,9 +383,10 @@ def infer_stage4(
     noise: str = "uniform",
     bn_mode: str = "running_stats",
     batch_size: int = 100,
+    inputs: torch.Tensor | None = None,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Impute spatial images: ``g x + (1 - g) G3(x, g, eps, y, c)``.
+    """Impute spatial images: ``g x + (1 - g) G3(x_in, g, eps, y, c)``.
 
     Parameters
     ----------
@@ -384,6 +396,9 @@ def infer_stage4(
     bn_mode
         ``"batch_stats_code"`` (train-mode BatchNorm over sequential batches of
         ``batch_size`` cells, as the original) or ``"running_stats"`` (eval mode).
+    inputs
+        What the network reads (default ``images``: ``x_in = x``), as in
+        :func:`train_stage2`.
 
     Returns
     -------
@@ -404,9 +419,10 @@ def infer_stage4(
     out = torch.empty_like(images)
     for sl in _inference_batches(images.shape[0], batch_size):
         x = images[sl]
+        x_in = x if inputs is None else inputs[sl]
         gm = gene_mask.expand_as(x)
         eps = _rand_like(x, generator, "uniform" if noise == "uniform" else "normal")
-        out[sl] = gm * x + (1 - gm) * G3(x, gm, eps, onehot[sl], coords[sl])
+        out[sl] = gm * x + (1 - gm) * G3(x_in, gm, eps, onehot[sl], coords[sl])
     if bn_mode == "batch_stats_code":
         G3.load_state_dict({**G3.state_dict(), **saved})
     G3.train(was_training)

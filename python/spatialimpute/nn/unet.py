@@ -105,11 +105,11 @@ class UNetImputer(nn.Module):
         U-Net width and depth (paper: 64, 5).
     n_coords
         0 for the reference imputer, 2 for the spatial imputer.
-
-    Notes
-    -----
-    The mask only blends noise into the input, ``v = x * m + u * (1 - m)`` (it is not a
-    separate channel), exactly as in the original code.
+    mask_input
+        Also give the network the mask itself (the paper's ``(x, m)`` input): the first
+        linear layer reads ``[v, m]``. False is the original code, where the mask only blends
+        noise into the input, ``v = x * m + u * (1 - m)``, so the network cannot tell a
+        hidden entry from an observed one by position.
     """
 
     def __init__(
@@ -120,16 +120,18 @@ class UNetImputer(nn.Module):
         ngf: int = 64,
         n_levels: int = 5,
         n_coords: int = 0,
+        mask_input: bool = False,
     ) -> None:
         super().__init__()
         sizes = unet_sizes(map_size, n_levels)
         self.image_size = int(image_size)
         self.map_size = int(map_size)
         self.n_coords = int(n_coords)
+        self.mask_input = bool(mask_input)
         out_size = 2 * sizes[1] + 1
         self.out_size = out_size
         p = image_size * image_size
-        self.fc_in = nn.Linear(p, map_size * map_size)
+        self.fc_in = nn.Linear(p * (2 if mask_input else 1), map_size * map_size)
         self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.LeakyReLU(0.2, inplace=True))
         self.label_branch = nn.Sequential(
             nn.Conv2d(n_labels, 8, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), nn.BatchNorm2d(8)
@@ -144,6 +146,28 @@ class UNetImputer(nn.Module):
             self.coord_branch = None
         self.core = UNetCore(c_in, 1, ngf=ngf, n_levels=n_levels)
         self.fc_out = nn.Linear(out_size * out_size, p)
+
+    @torch.no_grad()
+    def init_from_teacher(self, teacher: "UNetImputer") -> None:
+        """Start as ``teacher``, a reference imputer of the same geometry without coordinates.
+
+        Every shared weight is copied; the first core convolution's weights on the
+        coordinate channels are set to 0, so the output equals the teacher's until training
+        moves them.
+        """
+        if teacher.coord_branch is not None or self.coord_branch is None:
+            raise ValueError("init_from_teacher: expects a teacher without and a student with coordinates")
+        own = self.state_dict()
+        for name, value in teacher.state_dict().items():
+            if own[name].shape == value.shape:
+                own[name].copy_(value)
+            elif name == "core.down.weight" and own[name][:, : value.shape[1]].shape == value.shape:
+                # input channels [stem, labels, coordinates]
+                own[name].zero_()
+                own[name][:, : value.shape[1]].copy_(value)
+            else:
+                raise ValueError(f"init_from_teacher: {name} has shape {tuple(value.shape)} in the teacher and "
+                                 f"{tuple(own[name].shape)} here; build both with the same geometry")
 
     def forward(
         self,
@@ -171,8 +195,10 @@ class UNetImputer(nn.Module):
         """
         b = x.shape[0]
         m = self.map_size
-        v = x * mask + noise * (1.0 - mask)
-        h = self.stem(self.fc_in(v.reshape(b, -1)).view(b, 1, m, m))
+        v = (x * mask + noise * (1.0 - mask)).reshape(b, -1)
+        if self.mask_input:
+            v = torch.cat([v, mask.expand_as(x).reshape(b, -1)], dim=1)
+        h = self.stem(self.fc_in(v).view(b, 1, m, m))
         parts = [h, self.label_branch(y[:, :, None, None]).expand(-1, -1, m, m)]
         if self.coord_branch is not None:
             if c is None:
