@@ -112,6 +112,15 @@ def test_auto_refinement_follows_heldout_panel_genes(sim, monkeypatch):
         assert check["heldout_panel_genes"] == n_panel // 5
 
 
+def test_mask_fraction_auto_follows_the_share_of_missing_genes():
+    """Stage 2 hides as many genes as the spatial data lacks: 0.2 in 5-fold CV, 0.8 when the
+    panel is a fifth of the genes to impute."""
+    spatial, reference, _ = simulate_pair(n_spatial=60, n_reference=80, n_genes=30, n_panel=6, seed=1)
+    assert STGNET(spatial, reference, device="cpu")._config()["s2_mask_fraction"] == 0.8
+    assert STGNET(spatial, reference, genes=list(spatial.var_names[:1]), device="cpu")._config()["s2_mask_fraction"] == 0.2
+    assert STGNET(spatial, reference, device="cpu", s2_mask_fraction=0.3)._config()["s2_mask_fraction"] == 0.3
+
+
 def test_panel_extension_and_given_labels(sim):
     spatial, reference, _ = sim
     sp = spatial.copy()
@@ -143,6 +152,8 @@ def test_scale_roundtrip():
 @pytest.mark.parametrize("bad", [
     {"preset": "huge"}, {"inference_noise": "gaussian"}, {"bn_inference": "eval"}, {"s1_epochs": -1},
     {"batch_size": 0}, {"sr_mode": "dense"}, {"output_scale": "raw"}, {"spatial_degree": 0},
+    {"refine": "sometimes"}, {"network_input": "raw"}, {"s3_init": "zeros"}, {"s2_mask_fraction": 1.0},
+    {"s2_mask_fraction": "half"},
 ])
 def test_bad_params(sim, bad):
     spatial, reference, _ = sim

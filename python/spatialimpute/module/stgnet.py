@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._memory import release_freed_memory
 from ..nn.critics import gradient_penalty
 
 ProgressFn = Callable[..., Iterable]
@@ -46,8 +47,9 @@ def to_images(x: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def from_images(img: torch.Tensor, n_genes: int) -> torch.Tensor:
-    """Inverse of :func:`to_images`: ``(N, 1, s, s)`` -> ``(N, G)`` (padding dropped)."""
-    return img.reshape(img.shape[0], -1)[:, :n_genes]
+    """Inverse of :func:`to_images`: ``(N, 1, s, s)`` -> contiguous ``(N, G)`` (padding
+    dropped; a strided view would be copied again by every operation that reads it)."""
+    return img.reshape(img.shape[0], -1)[:, :n_genes].contiguous()
 
 
 # --------------------------------------------------------------------------- GAN losses
@@ -591,6 +593,9 @@ def train_stage5(
         opt.step()
         for k, v in (("total", loss), ("zinb", l_zinb), ("sr", l_sr), ("kl", l_kl)):
             parts[k].append(v.detach())
+        if features.device.type == "cpu":
+            del out, l_zinb, l_sr, l_kl, loss
+            release_freed_memory()
     # one host transfer for the whole history (no device round trip per epoch)
     hist = {k: torch.stack(v).cpu().tolist() if v else [] for k, v in parts.items()}
     with torch.no_grad():
