@@ -39,12 +39,15 @@ def test_planted_answer_recovery():
                                               seed=3)
     held = list(spatial.var_names[::4])
     out = STGNET(spatial, reference, genes=held, seed=0, labels_key="cell_type", reference_labels_key="cell_type",
-                 **{**TINY, "min_steps": 150, "g1_channels": [32, 16], "unet_ngf": 8, "s5_epochs": 40}).impute()
+                 **{**TINY, "min_steps": 150, "g1_channels": [32, 16], "unet_ngf": 8, "s5_epochs": 40,
+                    "reliability": True}).impute()
     assert out.shape == (spatial.n_obs, len(held))
     assert list(out.var_names) == held and out.var["in_panel"].all()
     assert np.isfinite(out.X).all() and (out.X >= 0).all()
     spcc = _spcc(out.X, truth[:, held].X)
     assert np.nanmean(spcc) > 0.08, spcc
+    reliability = out.var["reliability"].to_numpy()
+    assert np.isfinite(reliability).all() and ((reliability >= 0) & (reliability <= 1)).all()
 
 
 def test_determinism_save_load_and_cache(sim, tmp_path):

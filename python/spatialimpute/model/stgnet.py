@@ -738,14 +738,13 @@ class STGNET(BaseImputer):
         mask); also returns the per-cell scale (``cell_max`` inputs)."""
         observed = self._feature_pos[train_cols]
         images, inputs, gm, onehot, coords = self._spatial_tensors(observed, cells)
-        p = self.paired
-        if self._cfg["input_scale"] == "gene_max":
-            sp_scaled, cell_max = p.spatial_X[np.ix_(cells, train_cols)] / self._gene_max[observed], None
-        else:  # the per-cell scale must not use the held-out genes either
+        cell_max = None
+        if self._cfg["input_scale"] == "cell_max":  # the per-cell scale must not use the held-out genes
+            p = self.paired
             sp_scaled, cell_max = stgnet_scale(p.spatial_counts[np.ix_(cells, train_cols)], p.spatial_library_size[cells])
-        x = np.zeros((cells.size, self._n_genes), dtype=np.float32)
-        x[:, observed] = self._align(sp_scaled, observed)
-        images = S.to_images(torch.as_tensor(x, device=self.device), self._side)
+            x = np.zeros((cells.size, self._n_genes), dtype=np.float32)
+            x[:, observed] = self._align(sp_scaled, observed)
+            images = S.to_images(torch.as_tensor(x, device=self.device), self._side)
         net = self._train_g3(images, inputs, gm, onehot, coords, tag)[0] if retrain_student else self.G2
         return self._stage4(net, images, inputs, gm, onehot, coords, tag), cell_max
 
