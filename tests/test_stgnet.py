@@ -60,6 +60,11 @@ def test_determinism_save_load_and_cache(sim, tmp_path):
     assert set(m1.history) >= {"s2_imputer", "s3_student", "s5_total", "s5_kl"}
     # the fast preset trains no critic, and its masked-gene stage 2 needs no stage-1 generator
     assert not {"s1_generator", "s1_critic", "s2_critic"} & set(m1.history)
+    # the fast preset's teacher is a mean of three independently trained reference imputers
+    members = m1.G2.members
+    assert len(members) == 3 and len(m1.history["s2_imputer"]) == m1._epochs("s2", reference.n_obs)
+    w0, w1 = (next(iter(m.state_dict().values())) for m in members[:2])
+    assert not torch.equal(w0, w1)
     m2 = STGNET(spatial, reference, genes=held, seed=1, **TINY)
     out2 = m2.impute()
     assert m2.provenance()["stgnet"]["reference_stages_from_cache"] is True
@@ -156,7 +161,7 @@ def test_scale_roundtrip():
     {"preset": "huge"}, {"inference_noise": "gaussian"}, {"bn_inference": "eval"}, {"s1_epochs": -1},
     {"batch_size": 0}, {"sr_mode": "dense"}, {"output_scale": "raw"}, {"spatial_degree": 0},
     {"refine": "sometimes"}, {"network_input": "raw"}, {"s3_init": "zeros"}, {"s2_mask_fraction": 1.0},
-    {"s2_mask_fraction": "half"},
+    {"s2_mask_fraction": "half"}, {"n_teachers": 0}, {"n_teachers": 1.5}, {"loss_weights": "equal"},
 ])
 def test_bad_params(sim, bad):
     spatial, reference, _ = sim
@@ -180,6 +185,7 @@ def test_paper_preset_resolves_original_schedule(sim):
     assert cfg["n_critic"] == 5 and cfg["s3_critic"] is True and cfg["s1_lr"] == 1e-4 and cfg["s3_lr"] == 1e-5
     assert cfg["s2_masks"] == "zeros" and cfg["input_scale"] == "cell_max" and cfg["unlabelled"] == "leiden"
     assert cfg["network_input"] == "scaled" and cfg["unet_mask_input"] is False
+    assert cfg["n_teachers"] == 1 and cfg["loss_weights"] == "uniform"
 
 
 def test_network_input_standardized_panel_genes(sim):
@@ -197,6 +203,30 @@ def test_network_input_standardized_panel_genes(sim):
     assert (m._spatial_in[:, m._target_pos] == 0).all()
     np.testing.assert_allclose(m._ref_in.std(0), 1, atol=1e-4)
     assert m._spatial.min() >= 0 and m._spatial.max() <= 1 and m._ref.max() <= 1
+
+
+def test_standardized_loss_weights_equalise_genes(sim):
+    """``loss_weights="standardized"``: each gene's squared error counts in units of its own
+    reference variance (as on z-scores), capped at 10x the median weight; the weights
+    average 1 over genes, constant genes and padding count 0."""
+    spatial, reference, _ = sim
+    m = STGNET(spatial, reference, genes=list(spatial.var_names[:3]), device="cpu")
+    m._cfg = m._config()
+    assert m._cfg["loss_weights"] == "standardized"
+    m._prepare(labels=False)
+    w = stgnet_mod.S.from_images(m._pixel_weights()[None], m._n_genes)[0].numpy()
+    np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-5)
+    var = m._ref.astype(np.float64).var(axis=0)
+    np.testing.assert_allclose(w * var, np.full(m._n_genes, (w * var)[0]), rtol=1e-4)
+    m._ref = m._ref.copy()
+    m._ref[:, 0] = 0.5  # a constant gene has nothing to learn
+    m._ref[:, 1] = 0.0
+    m._ref[0, 1] = 0.01  # a nearly constant one would dominate the loss: capped
+    w = stgnet_mod.S.from_images(m._pixel_weights()[None], m._n_genes)[0].numpy()
+    assert w[0] == 0 and w[1] == pytest.approx(10 * np.median(w[1:]), rel=1e-4)
+    assert m._pixel_weights().sum().item() == pytest.approx(w.sum(), rel=1e-5)  # padding weighs nothing
+    m._cfg["loss_weights"] = "uniform"
+    assert m._pixel_weights() is None
 
 
 def test_match_quantiles_keeps_ranks_and_takes_reference_marginals():

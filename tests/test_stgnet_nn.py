@@ -11,7 +11,7 @@ from spatialimpute.module import stgnet as S
 from spatialimpute.nn.critics import ConvCritic, gradient_penalty
 from spatialimpute.nn.gcn import MultiViewGCN
 from spatialimpute.nn.generators import ConvDataGenerator
-from spatialimpute.nn.unet import UNetCore, UNetImputer, _UNetLevel, unet_sizes
+from spatialimpute.nn.unet import ImputerEnsemble, UNetCore, UNetImputer, _UNetLevel, unet_sizes
 from spatialimpute.nn.zinb import ZINBDecoder, zinb_nll
 
 
@@ -71,6 +71,29 @@ def test_student_initialised_from_teacher_starts_as_the_teacher():
         UNetImputer(s, c, 16, 8, 3, n_coords=2, mask_input=True).init_from_teacher(teacher)
     with pytest.raises(ValueError, match="without"):
         teacher.init_from_teacher(student)
+
+
+def test_imputer_ensemble_is_the_mean_of_its_members():
+    torch.manual_seed(0)
+    s, c, b = 4, 3, 6
+    members = [UNetImputer(s, c, 16, 4, 3, mask_input=True).eval() for _ in range(3)]
+    ensemble = ImputerEnsemble(members).eval()
+    args = torch.rand(b, 1, s, s), torch.ones(b, 1, s, s), torch.rand(b, 1, s, s), _onehot(b, c)
+    with torch.no_grad():
+        outs = [m(*args) for m in members]
+        torch.testing.assert_close(ensemble(*args), sum(outs) / 3)
+        assert not torch.allclose(outs[0], outs[1])  # independently initialised
+        torch.testing.assert_close(ImputerEnsemble(members[:1]).eval()(*args), outs[0])
+    with pytest.raises(ValueError, match="at least one"):
+        ImputerEnsemble([])
+
+
+def test_weighted_mse_known_answer():
+    out, target = torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.zeros(2, 2)
+    torch.testing.assert_close(S.weighted_mse(out, target), torch.tensor(39.0 / 4))
+    torch.testing.assert_close(S.weighted_mse(out, target, torch.ones(2)), torch.tensor(39.0 / 4))
+    # pixel weights broadcast over the batch: (1*1 + 0*4 + 1*9 + 0*25) * 2 / 4
+    torch.testing.assert_close(S.weighted_mse(out, target, torch.tensor([2.0, 0.0])), torch.tensor(5.0))
 
 
 def test_stage4_reads_inputs_and_keeps_observed_images():

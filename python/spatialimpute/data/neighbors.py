@@ -1,11 +1,12 @@
-"""Chunked exact nearest-neighbour search with torch (CPU or GPU), bounded memory."""
+"""Chunked exact nearest-neighbour search and neighbour means with torch (CPU or GPU), bounded memory."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-#: Target number of float32 entries in one (query chunk x reference) similarity block.
+#: Target number of float32 entries in one block (query chunk x reference similarities, or
+#: cells x genes of a neighbour mean).
 _BLOCK_ENTRIES = 2**24
 
 
@@ -96,3 +97,21 @@ def spatial_knn(coords: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     own[drop_last, -1] = True
     keep = ~own
     return idx[keep].reshape(-1, k_eff).astype(np.int64), dist[keep].reshape(-1, k_eff)
+
+
+def weighted_neighbor_mean(indices: torch.Tensor, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``out[c] = sum_j weights[c, j] * values[indices[c, j]]`` in blocks, via sparse products.
+
+    Never materialises the (cells x k x genes) neighbour table.
+    """
+    n, k = indices.shape
+    n_ref, n_genes = values.shape
+    step = max(1, _BLOCK_ENTRIES // max(n_genes, k))
+    out = torch.empty((n, n_genes), dtype=values.dtype, device=values.device)
+    for start in range(0, n, step):
+        idx, w = indices[start : start + step], weights[start : start + step]
+        rows = torch.arange(idx.shape[0], device=idx.device).repeat_interleave(k)
+        block = torch.sparse_coo_tensor(torch.stack([rows, idx.reshape(-1)]), w.reshape(-1), (idx.shape[0], n_ref),
+                                        check_invariants=False)
+        out[start : start + step] = torch.sparse.mm(block, values)
+    return out

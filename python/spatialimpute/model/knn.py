@@ -6,13 +6,10 @@ import numpy as np
 import torch
 
 from .._validation import check_choice
-from ..data.neighbors import knn_cosine
+from ..data.neighbors import knn_cosine, weighted_neighbor_mean
 from ..data.normalize import standardize_genes
 from ..reliability import reliability_from_heldout
 from ._base import BaseImputer
-
-#: Float32 entries of one (cells x reference) sparse-weight times dense-expression block.
-_OUTPUT_BLOCK = 2**24
 
 #: The joint PCA is fitted on at most this many stacked cells (a random subset above it);
 #: every cell is then projected, in blocks of this many rows.
@@ -57,24 +54,6 @@ def neighbor_weights(distances: torch.Tensor, weighting: str) -> torch.Tensor:
         empty = w.sum(dim=1) == 0
         w[empty] = 1.0
     return w / w.sum(dim=1, keepdim=True)
-
-
-def weighted_neighbor_mean(indices: torch.Tensor, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``out[c] = sum_j weights[c, j] * values[indices[c, j]]`` in blocks, via sparse products.
-
-    Never materialises the (cells x k x genes) neighbour table.
-    """
-    n, k = indices.shape
-    n_ref, n_genes = values.shape
-    step = max(1, _OUTPUT_BLOCK // max(n_genes, k))
-    out = torch.empty((n, n_genes), dtype=values.dtype, device=values.device)
-    for start in range(0, n, step):
-        idx, w = indices[start : start + step], weights[start : start + step]
-        rows = torch.arange(idx.shape[0], device=idx.device).repeat_interleave(k)
-        block = torch.sparse_coo_tensor(torch.stack([rows, idx.reshape(-1)]), w.reshape(-1), (idx.shape[0], n_ref),
-                                        check_invariants=False)
-        out[start : start + step] = torch.sparse.mm(block, values)
-    return out
 
 
 def knn_average(paired, neighbors, columns: np.ndarray, weighting: str, device) -> np.ndarray:

@@ -39,13 +39,14 @@ import torch
 from .._settings import derive_seed, progress
 from .._validation import SpatialImputeInputError, check_choice
 from ..data.labels import shared_label_codes, transfer_labels
+from ..data.neighbors import knn_cosine, weighted_neighbor_mean
 from ..data.normalize import standardize_genes
 from ..data.spatial_graph import feature_knn_graph, radius_for_mean_degree, radius_graph, row_normalized_propagation
 from ..module import stgnet as S
 from ..nn.critics import ConvCritic
 from ..nn.gcn import MultiViewGCN
 from ..nn.generators import ConvDataGenerator
-from ..nn.unet import UNetImputer
+from ..nn.unet import ImputerEnsemble, UNetImputer
 from ._base import BaseImputer
 
 #: Hyper-parameters fixed by each preset (user values override them).
@@ -76,6 +77,9 @@ PRESETS: dict[str, dict] = {
         "network_input": "scaled",
         "s3_init": "random",
         "refine": True,
+        "n_teachers": 1,
+        "loss_weights": "uniform",
+        "s2_target_neighbors": 1,
     },
     "fast": {
         "g1_channels": [32, 16],
@@ -103,6 +107,9 @@ PRESETS: dict[str, dict] = {
         "network_input": "standardized",
         "s3_init": "teacher",
         "refine": "auto",
+        "n_teachers": 3,
+        "loss_weights": "standardized",
+        "s2_target_neighbors": 15,
     },
 }
 
@@ -372,12 +379,13 @@ class STGNET(BaseImputer):
         check_choice(p["spatial_alignment"], "spatial_alignment", ["quantile", "none"])
         check_choice(p["network_input"], "network_input", ["scaled", "standardized"])
         check_choice(p["s3_init"], "s3_init", ["random", "teacher"])
+        check_choice(p["loss_weights"], "loss_weights", ["uniform", "standardized"])
         if p["refine"] not in (True, False, "auto"):
             raise SpatialImputeInputError("refine", 'True, False or "auto"', repr(p["refine"]),
                                           'pass refine="auto" (the fast preset) or True (the paper)')
         check_choice(p["reliability_heldout"], "reliability_heldout", ["teacher", "teacher_refined", "full"])
         for key in ("s1_epochs", "s2_epochs", "s3_epochs", "s5_epochs", "batch_size", "n_critic", "s3_update_every",
-                    "feature_k", "min_steps", "label_transfer_k"):
+                    "feature_k", "min_steps", "label_transfer_k", "n_teachers", "s2_target_neighbors"):
             zero_ok = "epochs" in key or key == "min_steps"
             if not isinstance(p[key], (int, np.integer)) or isinstance(p[key], bool) or p[key] < (0 if zero_ok else 1):
                 raise SpatialImputeInputError(key, "a non-negative integer" if zero_ok else "a positive integer",
@@ -527,6 +535,10 @@ class STGNET(BaseImputer):
         return UNetImputer(self._side, len(self._label_categories), cfg["unet_map"], cfg["unet_ngf"],
                            cfg["unet_levels"], n_coords, mask_input=cfg["unet_mask_input"]).to(self.device)
 
+    def _build_teachers(self) -> ImputerEnsemble:
+        """``n_teachers`` reference imputers (member 0 is initialised as a lone ``G2`` would be)."""
+        return ImputerEnsemble([self._build_unet("g2" if i == 0 else f"g2_{i}") for i in range(self._cfg["n_teachers"])])
+
     def _build_s5(self):
         h1, h2 = self._cfg["s5_hidden"]
         torch.manual_seed(derive_seed(self.seed, "init_s5"))
@@ -541,16 +553,58 @@ class STGNET(BaseImputer):
         h.update(json.dumps(self._genes_sorted).encode())
         keys = ("g1_channels", "g1_bn_eps_quirk", "critic_map", "unet_map", "unet_ngf", "unet_levels", "s1_epochs", "min_steps",
                 "s2_epochs", "batch_size", "n_critic", "s1_lr", "s2_lr", "latent_dim", "gp_weight", "adv_weight", "adversarial", "s2_masks", "s2_mask_fraction",
-                "unet_mask_input", "network_input")
+                "unet_mask_input", "network_input", "loss_weights", "n_teachers", "s2_target_neighbors")
         h.update(json.dumps({k: cfg[k] for k in keys}, default=str).encode())
         h.update(f"{self.seed}|{self.device}|{len(self._label_categories)}".encode())
         return h.hexdigest()
+
+    def _pixel_weights(self) -> torch.Tensor | None:
+        """Per-pixel weights of the stage 2-3 squared errors (``None``: plain MSE).
+
+        ``loss_weights="standardized"``: ``1 / var`` of each gene in the reference (on the
+        image scale), so every gene's error counts as on z-scores, as the rank metrics count
+        every gene alike; capped at 10x the median weight (a nearly constant gene would
+        otherwise dominate), 0 for constant genes and padding, mean 1 over genes.
+        """
+        if self._cfg["loss_weights"] == "uniform":
+            return None
+        var = self._ref.astype(np.float64).var(axis=0)
+        w = np.zeros_like(var)
+        varies = var > 0
+        w[varies] = 1.0 / var[varies]
+        if varies.any():
+            w = np.minimum(w, 10.0 * np.median(w[varies]))
+            w = w / w.mean()
+        return S.to_images(torch.as_tensor(w[None].astype(np.float32), device=self.device), self._side)[0]
+
+    def _smoothed_reference_images(self) -> torch.Tensor | None:
+        """Stage-2 targets with ``s2_target_neighbors = k > 1``: each reference cell's mean
+        over its ``k`` nearest reference cells (itself included; cosine in 30 principal
+        components of all its genes z-scored), as images; ``None`` (the cell itself) otherwise.
+
+        A single scRNA-seq profile is a noisy sample of its cell state; regressed onto it, a
+        masked-gene imputer fits that noise. The reference is fully measured, so its own
+        neighbourhoods are a fair denoiser (no spatial data, no held-out spatial gene)."""
+        k = int(self._cfg["s2_target_neighbors"])
+        if k <= 1:
+            return None
+        from sklearn.decomposition import PCA
+
+        z = standardize_genes(self.paired.reference_X)
+        n_components = min(30, z.shape[0] - 1, z.shape[1])
+        emb = z
+        if n_components < z.shape[1]:
+            emb = PCA(n_components=n_components, random_state=derive_seed(self.seed, "s2_targets")).fit_transform(z)
+        idx, _ = knn_cosine(emb, emb, k, device=self.device)
+        weights = torch.full(idx.shape, 1.0 / idx.shape[1], device=self.device)
+        smoothed = weighted_neighbor_mean(idx, weights, torch.as_tensor(self._ref, device=self.device))
+        return S.to_images(smoothed, self._side)
 
     def _train_reference_stages(self) -> None:
         cfg = self._cfg
         key = self._reference_key()
         self.G1 = self._build_g1()
-        self.G2 = self._build_unet("g2")
+        self.G2 = self._build_teachers()
         cached = _REFERENCE_CACHE.get(key) if cfg["cache_reference_stages"] else None
         if cached is not None:
             _REFERENCE_CACHE.move_to_end(key)
@@ -574,12 +628,17 @@ class STGNET(BaseImputer):
             if "critic" in h1:
                 hist["s1_critic"] = h1["critic"]
         D2 = self._build_critic("d2") if cfg["adversarial"] else None
-        h2 = S.train_stage2(self.G2, D2, self.G1, images, onehot, epochs=self._epochs("s2", images.shape[0]), lr=cfg["s2_lr"],
-                            masks=cfg["s2_masks"], n_genes=self._n_genes, mask_fraction=cfg["s2_mask_fraction"],
-                            inputs=inputs, generator=self._gen("s2"), **common)
-        hist["s2_imputer"] = h2["imputer"]
-        if "critic" in h2:
-            hist["s2_critic"] = h2["critic"]
+        targets = self._smoothed_reference_images() if cfg["s2_masks"] == "genes" else None
+        weights = self._pixel_weights()
+        runs = []
+        for i, member in enumerate(self.G2.members):
+            runs.append(S.train_stage2(
+                member, D2 if i == 0 else self._build_critic(f"d2_{i}") if cfg["adversarial"] else None, self.G1, images,
+                onehot, epochs=self._epochs("s2", images.shape[0]), lr=cfg["s2_lr"],
+                masks="zeros" if cfg["s2_masks"] == "zeros" else "genes", n_genes=self._n_genes,
+                mask_fraction=cfg["s2_mask_fraction"], inputs=inputs, pixel_weights=weights, targets=targets, generator=self._gen("s2" if i == 0 else f"s2_{i}"), **common))
+        for key_ in runs[0]:  # per-epoch mean over the members
+            hist[f"s2_{key_}"] = [float(v) for v in np.mean([r[key_] for r in runs], axis=0)]
         self.history.update({k: list(v) for k, v in hist.items()})
         self._reference_stages_cached = False
         if cfg["cache_reference_stages"]:
@@ -615,11 +674,12 @@ class STGNET(BaseImputer):
         cfg = self._cfg
         G3 = self._build_unet(f"g3{tag}", n_coords=coords.shape[1])
         if cfg["s3_init"] == "teacher":
-            G3.init_from_teacher(self.G2)
+            G3.init_from_teacher(self.G2.members[0])
         D3 = self._build_critic(f"d3{tag}", n_coords=coords.shape[1]) if cfg["s3_critic"] and cfg["adversarial"] else None
         hist = S.train_stage3(G3, self.G2, images, gm, onehot, coords, epochs=self._epochs("s3", images.shape[0]),
                               batch_size=cfg["batch_size"], update_every=cfg["s3_update_every"], lr=cfg["s3_lr"],
                               D3=D3, gp_weight=cfg["gp_weight"], adv_weight=cfg["adv_weight"], inputs=inputs,
+                              pixel_weights=self._pixel_weights(),
                               generator=self._gen(f"s3{tag}"), progress=progress)
         return G3, hist
 
@@ -834,7 +894,7 @@ class STGNET(BaseImputer):
         self._prepare(labels=False)
         self._label_source = {"reference": "saved", "spatial": "saved", "n_labels": len(self._label_categories)}
         self.G1 = self._build_g1()
-        self.G2 = self._build_unet("g2")
+        self.G2 = self._build_teachers()
         self.G3 = self._build_unet("g3", n_coords=self._coords01.shape[1])
         has_s5 = any(k.startswith("S5.") for k in state)
         self.S5 = self._build_s5() if has_s5 else None

@@ -207,3 +207,29 @@ class UNetImputer(nn.Module):
         h = F.relu(self.core(torch.cat(parts, dim=1)))
         out = torch.sigmoid(self.fc_out(h.reshape(b, -1)))
         return out.view(b, 1, self.image_size, self.image_size)
+
+
+class ImputerEnsemble(nn.Module):
+    """Several reference imputers answering as one: the mean of their outputs.
+
+    Independently initialised and trained ``G2`` networks disagree where the reference
+    does not determine the answer; their mean is the teacher stage 3 distils.
+
+    Parameters
+    ----------
+    members
+        Imputers with the same call signature.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("ImputerEnsemble: needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        """Mean of the members' outputs for the same inputs."""
+        out = self.members[0](*args)
+        for member in self.members[1:]:
+            out = out + member(*args)
+        return out / len(self.members)
