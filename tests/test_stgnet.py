@@ -162,6 +162,7 @@ def test_scale_roundtrip():
     {"batch_size": 0}, {"sr_mode": "dense"}, {"output_scale": "raw"}, {"spatial_degree": 0},
     {"refine": "sometimes"}, {"network_input": "raw"}, {"s3_init": "zeros"}, {"s2_mask_fraction": 1.0},
     {"s2_mask_fraction": "half"}, {"n_teachers": 0}, {"n_teachers": 1.5}, {"loss_weights": "equal"},
+    {"s2_target_neighbors": 0},
 ])
 def test_bad_params(sim, bad):
     spatial, reference, _ = sim
@@ -185,7 +186,7 @@ def test_paper_preset_resolves_original_schedule(sim):
     assert cfg["n_critic"] == 5 and cfg["s3_critic"] is True and cfg["s1_lr"] == 1e-4 and cfg["s3_lr"] == 1e-5
     assert cfg["s2_masks"] == "zeros" and cfg["input_scale"] == "cell_max" and cfg["unlabelled"] == "leiden"
     assert cfg["network_input"] == "scaled" and cfg["unet_mask_input"] is False
-    assert cfg["n_teachers"] == 1 and cfg["loss_weights"] == "uniform"
+    assert cfg["n_teachers"] == 1 and cfg["loss_weights"] == "uniform" and cfg["s2_target_neighbors"] == 1
 
 
 def test_network_input_standardized_panel_genes(sim):
@@ -227,6 +228,31 @@ def test_standardized_loss_weights_equalise_genes(sim):
     assert m._pixel_weights().sum().item() == pytest.approx(w.sum(), rel=1e-5)  # padding weighs nothing
     m._cfg["loss_weights"] = "uniform"
     assert m._pixel_weights() is None
+
+
+def test_stage2_targets_smoothed_over_reference_neighbours():
+    """``s2_target_neighbors=k``: stage 2 regresses onto each reference cell's mean over its
+    k nearest reference cells, which removes most of a cell's sampling noise around its
+    cell type and keeps the cell types apart; k=1 regresses onto the cell itself."""
+    spatial, reference, _ = simulate_pair(n_spatial=60, n_reference=400, n_genes=30, n_panel=24, n_cell_types=4,
+                                          reference_depth=300, seed=5)
+    m = STGNET(spatial, reference, genes=list(spatial.var_names[:3]), device="cpu")
+    m._cfg = m._config()
+    assert m._cfg["s2_target_neighbors"] == 15
+    m._prepare(labels=False)
+    smoothed = stgnet_mod.S.from_images(m._smoothed_reference_images(), m._n_genes).numpy()
+    raw = m._ref
+    types = reference.obs["cell_type"].astype(str).to_numpy()
+    within = {"raw": [], "smoothed": [], "between": []}
+    for label in np.unique(types):
+        rows = types == label
+        for name, values in (("raw", raw), ("smoothed", smoothed)):
+            within[name].append(((values[rows] - raw[rows].mean(0)) ** 2).sum(1).mean())
+        within["between"].append(((smoothed[rows].mean(0) - raw[rows].mean(0)) ** 2).sum())
+    assert np.mean(within["smoothed"]) < 0.4 * np.mean(within["raw"]), within
+    assert np.mean(within["between"]) < 0.1 * np.mean(within["raw"]), within
+    m._cfg["s2_target_neighbors"] = 1
+    assert m._smoothed_reference_images() is None
 
 
 def test_match_quantiles_keeps_ranks_and_takes_reference_marginals():

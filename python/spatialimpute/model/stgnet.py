@@ -321,6 +321,14 @@ class STGNET(BaseImputer):
         ``s3_init`` (preset key: ``"random"`` = ``G3`` starts from a fresh initialisation, the
         original | ``"teacher"`` = ``G3`` starts as a copy of ``G2`` whose coordinate input
         is switched off, see :meth:`~spatialimpute.nn.unet.UNetImputer.init_from_teacher`),
+        ``n_teachers`` (preset key: the teacher stage 3 distils is the mean of this many
+        independently initialised and trained stage-2 imputers, 1 = the original;
+        :class:`~spatialimpute.nn.unet.ImputerEnsemble`), ``loss_weights`` (preset key:
+        ``"uniform"`` = plain MSE, the original | ``"standardized"`` = each gene's squared
+        error over its reference variance, see :meth:`_pixel_weights`),
+        ``s2_target_neighbors`` (preset key: 1 = stage 2 regresses onto the cell itself, the
+        original | ``k`` = onto its mean over its ``k`` nearest reference cells, see
+        :meth:`_smoothed_reference_images`),
         ``cache_reference_stages`` (reuse stages 1-2 in the process, True),
         ``reliability`` (True), ``reliability_heldout``: how STGNET's own held-out panel
         genes are predicted for the reliability model (``"teacher"``: the stage-2 imputer
@@ -537,7 +545,7 @@ class STGNET(BaseImputer):
 
     def _build_teachers(self) -> ImputerEnsemble:
         """``n_teachers`` reference imputers (member 0 is initialised as a lone ``G2`` would be)."""
-        return ImputerEnsemble([self._build_unet("g2" if i == 0 else f"g2_{i}") for i in range(self._cfg["n_teachers"])])
+        return ImputerEnsemble([self._build_unet("g2" + ("" if i == 0 else f"_{i}")) for i in range(self._cfg["n_teachers"])])
 
     def _build_s5(self):
         h1, h2 = self._cfg["s5_hidden"]
@@ -627,16 +635,16 @@ class STGNET(BaseImputer):
             hist["s1_generator"] = h1["generator"]
             if "critic" in h1:
                 hist["s1_critic"] = h1["critic"]
-        D2 = self._build_critic("d2") if cfg["adversarial"] else None
         targets = self._smoothed_reference_images() if cfg["s2_masks"] == "genes" else None
         weights = self._pixel_weights()
         runs = []
         for i, member in enumerate(self.G2.members):
-            runs.append(S.train_stage2(
-                member, D2 if i == 0 else self._build_critic(f"d2_{i}") if cfg["adversarial"] else None, self.G1, images,
-                onehot, epochs=self._epochs("s2", images.shape[0]), lr=cfg["s2_lr"],
-                masks="zeros" if cfg["s2_masks"] == "zeros" else "genes", n_genes=self._n_genes,
-                mask_fraction=cfg["s2_mask_fraction"], inputs=inputs, pixel_weights=weights, targets=targets, generator=self._gen("s2" if i == 0 else f"s2_{i}"), **common))
+            suffix = "" if i == 0 else f"_{i}"
+            critic = self._build_critic(f"d2{suffix}") if cfg["adversarial"] else None
+            runs.append(S.train_stage2(member, critic, self.G1, images, onehot, epochs=self._epochs("s2", images.shape[0]),
+                                       lr=cfg["s2_lr"], masks=cfg["s2_masks"], n_genes=self._n_genes,
+                                       mask_fraction=cfg["s2_mask_fraction"], inputs=inputs, pixel_weights=weights,
+                                       targets=targets, generator=self._gen(f"s2{suffix}"), **common))
         for key_ in runs[0]:  # per-epoch mean over the members
             hist[f"s2_{key_}"] = [float(v) for v in np.mean([r[key_] for r in runs], axis=0)]
         self.history.update({k: list(v) for k, v in hist.items()})
