@@ -8,9 +8,8 @@ import torch
 
 import spatialimpute as si
 from spatialimpute.benchmark import gene_metrics
-from spatialimpute.data.neighbors import knn_cosine, spatial_knn
+from spatialimpute.data.neighbors import knn_cosine, spatial_knn, weighted_neighbor_mean
 from spatialimpute.model import knn as knn_module
-from spatialimpute.data.neighbors import weighted_neighbor_mean
 from spatialimpute.model.knn import KNNImpute, joint_embedding, neighbor_weights
 from spatialimpute.reliability import GeneReliability, morans_i
 
