@@ -120,6 +120,20 @@ def test_auto_refinement_follows_heldout_panel_genes(sim, monkeypatch):
         assert check["heldout_panel_genes"] == n_panel // 5
 
 
+def test_fast_preset_stops_at_stage4(sim):
+    """The fast preset's default ``refine=False``: no stage 5 is trained or checked, and the
+    prediction is the stage-4 output."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:4])
+    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
+    tiny = {k: v for k, v in TINY.items() if k != "refine"}
+    m = STGNET(sp, reference, genes=held, seed=0, **tiny)
+    out = m.impute()
+    assert m._cfg["refine"] is False and m.S5 is None and m._refine_check is None
+    assert not any(k.startswith("s5_") for k in m.history)
+    np.testing.assert_allclose(out.X, m._final_targets(m._s4, m._target_pos), rtol=1e-6)
+
+
 def test_mask_fraction_auto_follows_the_share_of_missing_genes():
     """Stage 2 hides as many genes as the spatial data lacks: 0.2 in 5-fold CV, 0.8 when the
     panel is a fifth of the genes to impute."""
@@ -161,7 +175,7 @@ def test_scale_roundtrip():
     {"preset": "huge"}, {"inference_noise": "gaussian"}, {"bn_inference": "eval"}, {"s1_epochs": -1},
     {"batch_size": 0}, {"sr_mode": "dense"}, {"output_scale": "raw"}, {"spatial_degree": 0},
     {"refine": "sometimes"}, {"network_input": "raw"}, {"s3_init": "zeros"}, {"s2_mask_fraction": 1.0},
-    {"s2_mask_fraction": "half"}, {"n_teachers": 0}, {"n_teachers": 1.5}, {"loss_weights": "equal"},
+    {"s2_mask_fraction": "half"}, {"n_teachers": 0}, {"n_teachers": 1.5},
     {"s2_target_neighbors": 0},
 ])
 def test_bad_params(sim, bad):
@@ -186,7 +200,7 @@ def test_paper_preset_resolves_original_schedule(sim):
     assert cfg["n_critic"] == 5 and cfg["s3_critic"] is True and cfg["s1_lr"] == 1e-4 and cfg["s3_lr"] == 1e-5
     assert cfg["s2_masks"] == "zeros" and cfg["input_scale"] == "cell_max" and cfg["unlabelled"] == "leiden"
     assert cfg["network_input"] == "scaled" and cfg["unet_mask_input"] is False
-    assert cfg["n_teachers"] == 1 and cfg["loss_weights"] == "uniform" and cfg["s2_target_neighbors"] == 1
+    assert cfg["n_teachers"] == 1 and cfg["s2_target_neighbors"] == 1 and cfg["refine"] is True
 
 
 def test_network_input_standardized_panel_genes(sim):
@@ -204,30 +218,6 @@ def test_network_input_standardized_panel_genes(sim):
     assert (m._spatial_in[:, m._target_pos] == 0).all()
     np.testing.assert_allclose(m._ref_in.std(0), 1, atol=1e-4)
     assert m._spatial.min() >= 0 and m._spatial.max() <= 1 and m._ref.max() <= 1
-
-
-def test_standardized_loss_weights_equalise_genes(sim):
-    """``loss_weights="standardized"``: each gene's squared error counts in units of its own
-    reference variance (as on z-scores), capped at 10x the median weight; the weights
-    average 1 over genes, constant genes and padding count 0."""
-    spatial, reference, _ = sim
-    m = STGNET(spatial, reference, genes=list(spatial.var_names[:3]), device="cpu")
-    m._cfg = m._config()
-    assert m._cfg["loss_weights"] == "standardized"
-    m._prepare(labels=False)
-    w = stgnet_mod.S.from_images(m._pixel_weights()[None], m._n_genes)[0].numpy()
-    np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-5)
-    var = m._ref.astype(np.float64).var(axis=0)
-    np.testing.assert_allclose(w * var, np.full(m._n_genes, (w * var)[0]), rtol=1e-4)
-    m._ref = m._ref.copy()
-    m._ref[:, 0] = 0.5  # a constant gene has nothing to learn
-    m._ref[:, 1] = 0.0
-    m._ref[0, 1] = 0.01  # a nearly constant one would dominate the loss: capped
-    w = stgnet_mod.S.from_images(m._pixel_weights()[None], m._n_genes)[0].numpy()
-    assert w[0] == 0 and w[1] == pytest.approx(10 * np.median(w[1:]), rel=1e-4)
-    assert m._pixel_weights().sum().item() == pytest.approx(w.sum(), rel=1e-5)  # padding weighs nothing
-    m._cfg["loss_weights"] = "uniform"
-    assert m._pixel_weights() is None
 
 
 def test_stage2_targets_smoothed_over_reference_neighbours():

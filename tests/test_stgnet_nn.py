@@ -88,14 +88,6 @@ def test_imputer_ensemble_is_the_mean_of_its_members():
         ImputerEnsemble([])
 
 
-def test_weighted_mse_known_answer():
-    out, target = torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.zeros(2, 2)
-    torch.testing.assert_close(S.weighted_mse(out, target), torch.tensor(39.0 / 4))
-    torch.testing.assert_close(S.weighted_mse(out, target, torch.ones(2)), torch.tensor(39.0 / 4))
-    # pixel weights broadcast over the batch: (1*1 + 0*4 + 1*9 + 0*25) * 2 / 4
-    torch.testing.assert_close(S.weighted_mse(out, target, torch.tensor([2.0, 0.0])), torch.tensor(5.0))
-
-
 def test_stage4_reads_inputs_and_keeps_observed_images():
     """``inputs`` feed the network; observed entries of the output are the images' values."""
     torch.manual_seed(0)

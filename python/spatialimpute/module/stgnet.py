@@ -53,23 +53,14 @@ def from_images(img: torch.Tensor, n_genes: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- GAN losses
-def generator_loss(target: torch.Tensor, output: torch.Tensor, critic_score: torch.Tensor | None, adv_weight: float = 0.1,
-                   pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+def generator_loss(target: torch.Tensor, output: torch.Tensor, critic_score: torch.Tensor | None, adv_weight: float = 0.1) -> torch.Tensor:
     """``MSE(target, output) + adv_weight * (1 - mean D)`` (the original ``GeneratorLoss``).
 
-    ``critic_score=None`` drops the adversarial term (used when it sends no gradient);
-    ``pixel_weights`` (broadcast over the batch) weights each pixel's squared error."""
-    loss = weighted_mse(output, target, pixel_weights)
+    ``critic_score=None`` drops the adversarial term (used when it sends no gradient)."""
+    loss = F.mse_loss(output, target)
     if critic_score is not None:
         loss = loss + adv_weight * (1.0 - critic_score.mean())
     return loss
-
-
-def weighted_mse(output: torch.Tensor, target: torch.Tensor, pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error, each pixel's term times ``pixel_weights`` (default: plain MSE)."""
-    if pixel_weights is None:
-        return F.mse_loss(output, target)
-    return (pixel_weights * (output - target) ** 2).mean()
 
 
 def critic_loss(
@@ -196,7 +187,6 @@ def train_stage2(
     n_genes: int | None = None,
     mask_fraction: float = 0.2,
     inputs: torch.Tensor | None = None,
-    pixel_weights: torch.Tensor | None = None,
     targets: torch.Tensor | None = None,
     generator: torch.Generator,
     progress: ProgressFn = _identity_progress,
@@ -224,8 +214,6 @@ def train_stage2(
     inputs
         What the network reads in place of ``x`` (same shape as ``images``, e.g. per-gene
         z-scores); the observed entries of ``x_bar`` stay ``images``. Default: ``images``.
-    pixel_weights
-        Weights of each pixel's squared error (see :func:`weighted_mse`; default plain MSE).
     targets
         ``masks="genes"``: what the hidden entries are regressed onto, per cell (same shape
         as ``images``, e.g. each cell's mean over similar reference cells). Default:
@@ -277,7 +265,7 @@ def train_stage2(
                     _set_requires_grad(D2, False)
                 u2 = _rand_like(x, generator)
                 x_bar2 = m * x + (1 - m) * G2(x_in, m, u2, y)
-                g_loss = generator_loss(r, x_bar2, D2(x_bar2, y) if D2 is not None else None, adv_weight, pixel_weights)
+                g_loss = generator_loss(r, x_bar2, D2(x_bar2, y) if D2 is not None else None, adv_weight)
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 opt_g.step()
@@ -310,7 +298,6 @@ def train_stage3(
     gp_weight: float = 10.0,
     adv_weight: float = 0.1,
     inputs: torch.Tensor | None = None,
-    pixel_weights: torch.Tensor | None = None,
     generator: torch.Generator,
     progress: ProgressFn = _identity_progress,
 ) -> dict[str, list[float]]:
@@ -365,7 +352,7 @@ def train_stage3(
                 with torch.no_grad():
                     u2 = _rand_like(x, generator)
                     t2 = gm * x + (1 - gm) * G2(x_in, gm, u2, y)
-                loss = weighted_mse(o, t2, pixel_weights)
+                loss = F.mse_loss(o, t2)
                 opt_g.zero_grad(set_to_none=True)
                 loss.backward()
                 opt_g.step()
