@@ -134,6 +134,42 @@ def test_fast_preset_stops_at_stage4(sim):
     np.testing.assert_allclose(out.X, m._final_targets(m._s4, m._target_pos), rtol=1e-6)
 
 
+def test_teachers_adapted_to_the_panel(sim):
+    """``s2_panel_steps``: after the shared stages 1-2, each teacher is fine-tuned with the
+    panel as its mask; its error on the reference's target genes given the panel falls,
+    and the cached stage-2 weights other folds reuse are left as trained."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:6])
+    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
+    stgnet_mod.clear_reference_cache()
+    kw = {**TINY, "s2_panel_steps": 0}
+    base = STGNET(sp, reference, genes=held, seed=2, **kw)
+    base.train()
+    assert "s2_panel_imputer" not in base.history
+    adapted = STGNET(sp, reference, genes=held, seed=2, **{**kw, "s2_panel_steps": 60})
+    adapted.train()
+    assert adapted.provenance()["stgnet"]["reference_stages_from_cache"] is True
+    assert len(adapted.history["s2_panel_imputer"]) == -(-60 // (reference.n_obs // TINY["batch_size"]))
+    (cached,) = stgnet_mod._REFERENCE_CACHE.values()
+    for name, value in base.G2.named_parameters():  # (stage 3 moves the BatchNorm statistics)
+        torch.testing.assert_close(cached["g2"][name], value.detach())
+
+    def target_error(model):
+        ref = torch.as_tensor(model._ref_in)
+        observed = np.zeros(model._n_genes, dtype=np.float32)
+        observed[model._feature_pos] = 1
+        side = model._side
+        x = stgnet_mod.S.to_images(ref * torch.as_tensor(observed), side)
+        gm = stgnet_mod.S.to_images(torch.as_tensor(observed[None]), side).expand_as(x)
+        model.G2.eval()
+        with torch.no_grad():
+            out = stgnet_mod.S.from_images(model.G2(x, gm, torch.rand_like(x), model._onehot(model._ref_codes)), model._n_genes)
+        smoothed = stgnet_mod.S.from_images(model._smoothed_reference_images(), model._n_genes)
+        return float(((out - smoothed)[:, model._target_pos] ** 2).mean())
+
+    assert target_error(adapted) < 0.9 * target_error(base)
+
+
 def test_mask_fraction_auto_follows_the_share_of_missing_genes():
     """Stage 2 hides as many genes as the spatial data lacks: 0.2 in 5-fold CV, 0.8 when the
     panel is a fifth of the genes to impute."""
@@ -176,7 +212,7 @@ def test_scale_roundtrip():
     {"batch_size": 0}, {"sr_mode": "dense"}, {"output_scale": "raw"}, {"spatial_degree": 0},
     {"refine": "sometimes"}, {"network_input": "raw"}, {"s3_init": "zeros"}, {"s2_mask_fraction": 1.0},
     {"s2_mask_fraction": "half"}, {"n_teachers": 0}, {"n_teachers": 1.5},
-    {"s2_target_neighbors": 0},
+    {"s2_target_neighbors": 0}, {"s2_panel_steps": -1}, {"s2_panel_steps": 2.5},
 ])
 def test_bad_params(sim, bad):
     spatial, reference, _ = sim
@@ -201,6 +237,7 @@ def test_paper_preset_resolves_original_schedule(sim):
     assert cfg["s2_masks"] == "zeros" and cfg["input_scale"] == "cell_max" and cfg["unlabelled"] == "leiden"
     assert cfg["network_input"] == "scaled" and cfg["unet_mask_input"] is False
     assert cfg["n_teachers"] == 1 and cfg["s2_target_neighbors"] == 1 and cfg["refine"] is True
+    assert cfg["s2_panel_steps"] == 0
 
 
 def test_network_input_standardized_panel_genes(sim):

@@ -88,6 +88,34 @@ def test_imputer_ensemble_is_the_mean_of_its_members():
         ImputerEnsemble([])
 
 
+def test_stage2_fixed_observed_mask():
+    """``observed``: every cell of every batch is trained with that one mask (1 = seen)."""
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.level = torch.nn.Parameter(torch.zeros(()))
+            self.masks = []
+
+        def forward(self, x, m, u, y):
+            self.masks.append(m.detach().clone())
+            return torch.sigmoid(self.level).expand_as(x)
+
+    s, c, n = 3, 2, 40
+    images = torch.zeros(n, 1, s, s)
+    images[..., 1, :] = 0.9
+    observed = torch.ones(1, 1, s, s)
+    observed[..., 1, :] = 0
+    net = Recorder()
+    S.train_stage2(net, None, torch.nn.Identity(), images, _onehot(n, c), epochs=2, batch_size=10, lr=0.1, masks="genes",
+                   n_genes=8, mask_fraction=0.5, observed=observed, generator=torch.Generator().manual_seed(0))
+    assert len(net.masks) == 8
+    for m in net.masks:
+        torch.testing.assert_close(m, observed.expand_as(m))
+    # only the hidden row (0.9) is regressed onto: the imputer's level rises from 0.5
+    assert torch.sigmoid(net.level).item() > 0.6
+
+
 def test_stage4_reads_inputs_and_keeps_observed_images():
     """``inputs`` feed the network; observed entries of the output are the images' values."""
     torch.manual_seed(0)

@@ -79,6 +79,7 @@ PRESETS: dict[str, dict] = {
         "refine": True,
         "n_teachers": 1,
         "s2_target_neighbors": 1,
+        "s2_panel_steps": 0,
     },
     "fast": {
         "g1_channels": [32, 16],
@@ -108,6 +109,7 @@ PRESETS: dict[str, dict] = {
         "refine": False,
         "n_teachers": 3,
         "s2_target_neighbors": 15,
+        "s2_panel_steps": 300,
     },
 }
 
@@ -340,6 +342,9 @@ class STGNET(BaseImputer):
         ``s2_target_neighbors`` (preset key: 1 = stage 2 regresses onto the cell itself, the
         original | ``k`` = onto its mean over its ``k`` nearest reference cells, see
         :meth:`_smoothed_reference_images`),
+        ``s2_panel_steps`` (preset key: 0 = the original | ``n`` = after stages 1-2, each
+        teacher is fine-tuned for ``n`` mini-batches with the spatial panel as its mask, see
+        :meth:`_adapt_teachers_to_panel`),
         ``cache_reference_stages`` (reuse stages 1-2 in the process, True),
         ``reliability`` (True), ``reliability_heldout``: how STGNET's own held-out panel
         genes are predicted for the reliability model (``"teacher"``: the stage-2 imputer
@@ -403,8 +408,8 @@ class STGNET(BaseImputer):
                                           'pass refine=False (the fast preset), True (the paper) or "auto"')
         check_choice(p["reliability_heldout"], "reliability_heldout", ["teacher", "teacher_refined", "full"])
         for key in ("s1_epochs", "s2_epochs", "s3_epochs", "s5_epochs", "batch_size", "n_critic", "s3_update_every",
-                    "feature_k", "min_steps", "label_transfer_k", "n_teachers", "s2_target_neighbors"):
-            zero_ok = "epochs" in key or key == "min_steps"
+                    "feature_k", "min_steps", "label_transfer_k", "n_teachers", "s2_target_neighbors", "s2_panel_steps"):
+            zero_ok = "epochs" in key or key in ("min_steps", "s2_panel_steps")
             if not isinstance(p[key], (int, np.integer)) or isinstance(p[key], bool) or p[key] < (0 if zero_ok else 1):
                 raise SpatialImputeInputError(key, "a non-negative integer" if zero_ok else "a positive integer",
                                               repr(p[key]), f"pass e.g. {key}={PRESETS['fast'].get(key, 5)}")
@@ -648,6 +653,31 @@ class STGNET(BaseImputer):
             while len(_REFERENCE_CACHE) > _REFERENCE_CACHE_SIZE:
                 _REFERENCE_CACHE.popitem(last=False)
 
+    def _adapt_teachers_to_panel(self) -> None:
+        """Fine-tune each teacher for ``s2_panel_steps`` mini-batches on the reference with
+        the spatial panel as its one mask (``s2_masks="genes"`` only): stages 1-2 are shared
+        across cross-validation folds and learn random gaps; this step fits the teacher to
+        the gap it will fill, the target genes given the panel."""
+        cfg = self._cfg
+        steps = int(cfg["s2_panel_steps"])
+        if steps == 0 or cfg["s2_masks"] != "genes":
+            return
+        images = S.to_images(torch.as_tensor(self._ref, device=self.device), self._side)
+        inputs = None if self._ref_in is None else S.to_images(torch.as_tensor(self._ref_in, device=self.device), self._side)
+        onehot = self._onehot(self._ref_codes)
+        observed = np.zeros(self._n_genes, dtype=np.float32)
+        observed[self._feature_pos] = 1.0
+        observed = S.to_images(torch.as_tensor(observed[None], device=self.device), self._side)
+        targets = self._smoothed_reference_images()
+        per_epoch = max(1, images.shape[0] // cfg["batch_size"])
+        runs = []
+        for i, member in enumerate(self.G2.members):
+            runs.append(S.train_stage2(member, None, self.G1, images, onehot, epochs=-(-steps // per_epoch),
+                                       batch_size=cfg["batch_size"], lr=cfg["s2_lr"], masks="genes", n_genes=self._n_genes,
+                                       inputs=inputs, targets=targets, observed=observed,
+                                       generator=self._gen(f"s2_panel_{i}"), progress=progress))
+        self.history["s2_panel_imputer"] = [float(v) for v in np.mean([r["imputer"] for r in runs], axis=0)]
+
     # ------------------------------------------------------------------ stages 3-5
     def _spatial_tensors(self, observed_pos: np.ndarray, cells: np.ndarray | None = None):
         """Images with only ``observed_pos`` genes kept, the network's input images (None
@@ -744,6 +774,7 @@ class STGNET(BaseImputer):
         self._check_sizes()
         self._prepare()
         self._train_reference_stages()
+        self._adapt_teachers_to_panel()
         images, inputs, gm, onehot, coords = self._spatial_tensors(self._feature_pos)
         self.G3, h3 = self._train_g3(images, inputs, gm, onehot, coords, "")
         self.history["s3_student"] = h3["student"]

@@ -188,6 +188,7 @@ def train_stage2(
     mask_fraction: float = 0.2,
     inputs: torch.Tensor | None = None,
     targets: torch.Tensor | None = None,
+    observed: torch.Tensor | None = None,
     generator: torch.Generator,
     progress: ProgressFn = _identity_progress,
 ) -> dict[str, list[float]]:
@@ -218,6 +219,10 @@ def train_stage2(
         ``masks="genes"``: what the hidden entries are regressed onto, per cell (same shape
         as ``images``, e.g. each cell's mean over similar reference cells). Default:
         ``images``, the cell itself.
+    observed
+        ``masks="genes"``: one fixed mask for every cell (an image, 1 = observed) in place
+        of random ones, e.g. the spatial panel, to adapt an imputer to the genes it will
+        be asked for.
     """
     if masks not in ("zeros", "genes"):
         raise ValueError(f'masks: expected "zeros" or "genes"; found {masks!r}')
@@ -247,8 +252,11 @@ def train_stage2(
                     z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
                     r = G1(z, y)
             else:
-                m = (torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype) >= mask_fraction).to(x.dtype)
-                m = m * real_pixels
+                if observed is None:
+                    m = (torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype) >= mask_fraction).to(x.dtype)
+                    m = m * real_pixels
+                else:
+                    m = observed.expand_as(x)
                 r = x if targets is None else targets[idx]
             if D2 is not None:
                 with torch.no_grad():
