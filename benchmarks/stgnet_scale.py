@@ -63,7 +63,7 @@ def main() -> None:
     base = _current_rss_gib()
 
     model = STGNET(spatial, reference, seed=args.seed, device=args.device, s1_epochs=1, s2_epochs=1, s3_epochs=1,
-                   min_steps=200, s5_epochs=args.s5_epochs, sr_mode=args.sr_mode, reliability=False)
+                   min_steps=200, s2_panel_steps=200, s5_epochs=args.s5_epochs, sr_mode=args.sr_mode, reliability=False)
     t1 = time.perf_counter()
     model._cfg = model._config()
     model._check_sizes()

@@ -11,8 +11,8 @@ from spatialimpute.model import stgnet as stgnet_mod
 from spatialimpute.model.stgnet import STGNET, match_quantiles, stgnet_scale, stgnet_unscale
 
 #: Tiny but complete schedule: every stage runs.
-TINY = dict(s1_epochs=1, s2_epochs=1, s3_epochs=1, min_steps=20, batch_size=50, s5_epochs=15, g1_channels=[8, 4],
-            unet_ngf=4, s5_hidden=[32, 16], refine=True, reliability=False, device="cpu")
+TINY = dict(s1_epochs=1, s2_epochs=1, s3_epochs=1, min_steps=20, s2_panel_steps=20, batch_size=50, s5_epochs=15,
+            g1_channels=[8, 4], unet_ngf=4, s5_hidden=[32, 16], refine=True, reliability=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_fast_preset_stops_at_stage4(sim):
     np.testing.assert_allclose(out.X, m._final_targets(m._s4, m._target_pos), rtol=1e-6)
 
 
-def test_teachers_adapted_to_the_panel(sim):
+def test_teachers_adapted_to_the_panel(sim, tmp_path):
     """``s2_panel_steps``: after the shared stages 1-2, each teacher is fine-tuned with the
     panel as its mask; its error on the reference's target genes given the panel falls,
     and the cached stage-2 weights other folds reuse are left as trained."""
@@ -145,7 +145,7 @@ def test_teachers_adapted_to_the_panel(sim):
     kw = {**TINY, "s2_panel_steps": 0}
     base = STGNET(sp, reference, genes=held, seed=2, **kw)
     base.train()
-    assert "s2_panel_imputer" not in base.history
+    assert "s2_panel_imputer" not in base.history and base.G2_general is None
     adapted = STGNET(sp, reference, genes=held, seed=2, **{**kw, "s2_panel_steps": 60})
     adapted.train()
     assert adapted.provenance()["stgnet"]["reference_stages_from_cache"] is True
@@ -153,6 +153,13 @@ def test_teachers_adapted_to_the_panel(sim):
     (cached,) = stgnet_mod._REFERENCE_CACHE.values()
     for name, value in base.G2.named_parameters():  # (stage 3 moves the BatchNorm statistics)
         torch.testing.assert_close(cached["g2"][name], value.detach())
+    # the teachers before the fine-tuning are kept (reliability proxies) and saved
+    for name, value in adapted.G2_general.state_dict().items():
+        torch.testing.assert_close(cached["g2"][name], value)
+    adapted.save(tmp_path / "adapted")
+    loaded = STGNET.load(tmp_path / "adapted", sp, reference, device="cpu")
+    for name, value in adapted.G2_general.state_dict().items():
+        torch.testing.assert_close(loaded.G2_general.state_dict()[name], value)
 
     def target_error(model):
         ref = torch.as_tensor(model._ref_in)
@@ -213,6 +220,7 @@ def test_scale_roundtrip():
     {"refine": "sometimes"}, {"network_input": "raw"}, {"s3_init": "zeros"}, {"s2_mask_fraction": 1.0},
     {"s2_mask_fraction": "half"}, {"n_teachers": 0}, {"n_teachers": 1.5},
     {"s2_target_neighbors": 0}, {"s2_panel_steps": -1}, {"s2_panel_steps": 2.5},
+    {"s2_panel_mask_fraction": 1.0}, {"s2_panel_mask_fraction": "auto"},
 ])
 def test_bad_params(sim, bad):
     spatial, reference, _ = sim

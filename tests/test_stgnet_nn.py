@@ -88,8 +88,9 @@ def test_imputer_ensemble_is_the_mean_of_its_members():
         ImputerEnsemble([])
 
 
-def test_stage2_fixed_observed_mask():
-    """``observed``: every cell of every batch is trained with that one mask (1 = seen)."""
+def test_stage2_observed_genes_mask():
+    """``observed``: genes outside it are hidden in every cell of every batch, the others
+    with probability ``mask_fraction`` (0: never)."""
 
     class Recorder(torch.nn.Module):
         def __init__(self):
@@ -101,19 +102,25 @@ def test_stage2_fixed_observed_mask():
             self.masks.append(m.detach().clone())
             return torch.sigmoid(self.level).expand_as(x)
 
-    s, c, n = 3, 2, 40
+    s, c, n = 4, 2, 400
     images = torch.zeros(n, 1, s, s)
     images[..., 1, :] = 0.9
     observed = torch.ones(1, 1, s, s)
     observed[..., 1, :] = 0
-    net = Recorder()
-    S.train_stage2(net, None, torch.nn.Identity(), images, _onehot(n, c), epochs=2, batch_size=10, lr=0.1, masks="genes",
-                   n_genes=8, mask_fraction=0.5, observed=observed, generator=torch.Generator().manual_seed(0))
-    assert len(net.masks) == 8
-    for m in net.masks:
-        torch.testing.assert_close(m, observed.expand_as(m))
-    # only the hidden row (0.9) is regressed onto: the imputer's level rises from 0.5
-    assert torch.sigmoid(net.level).item() > 0.6
+    levels = []
+    for fraction in (0.0, 0.5):
+        net = Recorder()
+        S.train_stage2(net, None, torch.nn.Identity(), images, _onehot(n, c), epochs=2, batch_size=100, lr=0.1,
+                       masks="genes", mask_fraction=fraction, observed=observed,
+                       generator=torch.Generator().manual_seed(0))
+        masks = torch.cat(net.masks)
+        assert masks.shape[0] == 2 * n
+        assert (masks[..., 1, :] == 0).all()
+        seen = masks[..., [0, 2, 3], :].mean().item()
+        assert seen == 1.0 if fraction == 0.0 else abs(seen - 0.5) < 0.03, seen
+        levels.append(torch.sigmoid(net.level).item())
+    # only hidden entries are regressed onto (from 0.5): the row at 0.9, then also hidden zeros
+    assert levels[0] > 0.6 and levels[1] < 0.45, levels
 
 
 def test_stage4_reads_inputs_and_keeps_observed_images():

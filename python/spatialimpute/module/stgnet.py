@@ -211,7 +211,8 @@ def train_stage2(
     n_genes
         Number of real genes in the image (``masks="genes"``; default: all pixels).
     mask_fraction
-        Probability that a gene is hidden (``masks="genes"``).
+        Probability that a gene is hidden (``masks="genes"``; 0 = only the genes outside
+        ``observed``).
     inputs
         What the network reads in place of ``x`` (same shape as ``images``, e.g. per-gene
         z-scores); the observed entries of ``x_bar`` stay ``images``. Default: ``images``.
@@ -220,9 +221,10 @@ def train_stage2(
         as ``images``, e.g. each cell's mean over similar reference cells). Default:
         ``images``, the cell itself.
     observed
-        ``masks="genes"``: one fixed mask for every cell (an image, 1 = observed) in place
-        of random ones, e.g. the spatial panel, to adapt an imputer to the genes it will
-        be asked for.
+        ``masks="genes"``: the genes that may be observed (an image, 1 = observed; default:
+        every real gene), e.g. the spatial panel, to adapt an imputer to the genes it will
+        be asked for; the others are always hidden, and each of these with probability
+        ``mask_fraction``.
     """
     if masks not in ("zeros", "genes"):
         raise ValueError(f'masks: expected "zeros" or "genes"; found {masks!r}')
@@ -252,11 +254,9 @@ def train_stage2(
                     z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
                     r = G1(z, y)
             else:
-                if observed is None:
-                    m = (torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype) >= mask_fraction).to(x.dtype)
-                    m = m * real_pixels
-                else:
-                    m = observed.expand_as(x)
+                m = (real_pixels if observed is None else observed).expand_as(x)
+                if mask_fraction > 0:
+                    m = m * (torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype) >= mask_fraction).to(x.dtype)
                 r = x if targets is None else targets[idx]
             if D2 is not None:
                 with torch.no_grad():

@@ -119,7 +119,7 @@ fast_params <- function(defaults) {
         ae_epochs = 2L, ae_steps = 2L, em_rounds = 1L, gnn_steps = 5L, reliability_steps = 5L,
         k = 15L,
         # stgnet: a tiny but complete schedule (every stage runs)
-        s1_epochs = 1L, s2_epochs = 1L, s3_epochs = 1L, min_steps = 5L, batch_size = 50L,
+        s1_epochs = 1L, s2_epochs = 1L, s3_epochs = 1L, min_steps = 5L, s2_panel_steps = 5L, batch_size = 50L,
         s5_epochs = 10L, g1_channels = c(8L, 4L), unet_ngf = 4L, unet_levels = 2L,
         unet_map = 8L, critic_map = 8L, s5_hidden = c(32L, 16L))
     fast <- known[intersect(names(known), names(defaults))]
