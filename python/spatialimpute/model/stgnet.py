@@ -488,6 +488,7 @@ class STGNET(BaseImputer):
         g = len(genes)
         self._n_genes = g
         self._side = S.image_side(g)
+        self._s2_targets = None
         if self._cfg["input_scale"] == "gene_max":
             gene_max = p.reference_X.max(axis=0).astype(np.float64)[order]
             self._gene_max = np.where(gene_max > 0, gene_max, 1.0)
@@ -614,6 +615,8 @@ class STGNET(BaseImputer):
         k = int(self._cfg["s2_target_neighbors"])
         if k <= 1:
             return None
+        if self._s2_targets is not None:  # computed once per fit (stage 2 and the panel fine-tuning)
+            return self._s2_targets
         from sklearn.decomposition import PCA
 
         z = standardize_genes(self.paired.reference_X)
@@ -624,7 +627,8 @@ class STGNET(BaseImputer):
         idx, _ = knn_cosine(emb, emb, k, device=self.device)
         weights = torch.full(idx.shape, 1.0 / idx.shape[1], device=self.device)
         smoothed = weighted_neighbor_mean(idx, weights, torch.as_tensor(self._ref, device=self.device))
-        return S.to_images(smoothed, self._side)
+        self._s2_targets = S.to_images(smoothed, self._side)
+        return self._s2_targets
 
     def _reference_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """The reference as images, the images the networks read (None: the images), labels."""
@@ -805,6 +809,7 @@ class STGNET(BaseImputer):
         self._prepare()
         self._train_reference_stages()
         self._adapt_teachers_to_panel()
+        self._s2_targets = None  # only stages 1-2 and the fine-tuning need them
         images, inputs, gm, onehot, coords = self._spatial_tensors(self._feature_pos)
         self.G3, h3 = self._train_g3(images, inputs, gm, onehot, coords, "")
         self.history["s3_student"] = h3["student"]
