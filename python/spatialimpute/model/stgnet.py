@@ -462,8 +462,12 @@ class STGNET(BaseImputer):
         epochs = int(cfg[f"{stage}_epochs"])
         if epochs == 0 or cfg["min_steps"] <= 0:
             return epochs
-        per_epoch = max(1, n_rows // cfg["batch_size"])
-        return max(epochs, -(-int(cfg["min_steps"]) // per_epoch))
+        return max(epochs, self._epochs_for_steps(int(cfg["min_steps"]), n_rows))
+
+    def _epochs_for_steps(self, steps: int, n_rows: int) -> int:
+        """Fewest epochs over ``n_rows`` rows that make ``steps`` mini-batches."""
+        per_epoch = max(1, n_rows // self._cfg["batch_size"])
+        return -(-steps // per_epoch)
 
     def _check_sizes(self) -> None:
         p = self.paired
@@ -698,14 +702,11 @@ class STGNET(BaseImputer):
             return
         self.G2_general = copy.deepcopy(self.G2)
         images, inputs, onehot = self._reference_tensors()
-        observed = np.zeros(self._n_genes, dtype=np.float32)
-        observed[self._feature_pos] = 1.0
-        observed = S.to_images(torch.as_tensor(observed[None], device=self.device), self._side)
+        observed = self._gene_mask_image(self._feature_pos)
         targets = self._smoothed_reference_images()
-        per_epoch = max(1, images.shape[0] // cfg["batch_size"])
         runs = []
         for i, member in enumerate(self.G2.members):
-            runs.append(S.train_stage2(member, None, self.G1, images, onehot, epochs=-(-steps // per_epoch),
+            runs.append(S.train_stage2(member, None, self.G1, images, onehot, epochs=self._epochs_for_steps(steps, images.shape[0]),
                                        batch_size=cfg["batch_size"], lr=cfg["s2_lr"], masks="genes", n_genes=self._n_genes,
                                        mask_fraction=cfg["s2_panel_mask_fraction"], inputs=inputs, targets=targets,
                                        observed=observed,
@@ -717,12 +718,16 @@ class STGNET(BaseImputer):
         """Images with only ``observed_pos`` genes kept, the network's input images (None
         when the network reads the images themselves), the gene mask, labels, coordinates."""
         images, inputs = (self._observed_images(v, observed_pos, cells) for v in (self._spatial, self._spatial_in))
-        mask = np.zeros(self._n_genes, dtype=np.float32)
-        mask[observed_pos] = 1.0
-        gm = S.to_images(torch.as_tensor(mask[None], device=self.device), self._side)
+        gm = self._gene_mask_image(observed_pos)
         codes = self._sp_codes if cells is None else self._sp_codes[cells]
         coords = self._coords01 if cells is None else self._coords01[cells]
         return images, inputs, gm, self._onehot(codes), torch.as_tensor(coords, device=self.device)
+
+    def _gene_mask_image(self, positions: np.ndarray) -> torch.Tensor:
+        """One image, 1 at the genes at ``positions`` (observed), 0 elsewhere."""
+        mask = np.zeros(self._n_genes, dtype=np.float32)
+        mask[positions] = 1.0
+        return S.to_images(torch.as_tensor(mask[None], device=self.device), self._side)
 
     def _observed_images(self, values: np.ndarray | None, observed_pos: np.ndarray, cells: np.ndarray | None):
         if values is None:
