@@ -11,7 +11,7 @@ from spatialimpute.benchmark import gene_metrics
 from spatialimpute.data.neighbors import knn_cosine, spatial_knn, weighted_neighbor_mean
 from spatialimpute.model import knn as knn_module
 from spatialimpute.model.knn import KNNImpute, joint_embedding, neighbor_weights
-from spatialimpute.reliability import GeneReliability, morans_i
+from spatialimpute.reliability import GeneReliability, morans_i, reliability_from_heldout
 
 
 def test_knn_cosine_matches_brute_force_and_chunks():
@@ -112,3 +112,27 @@ def test_morans_i_and_ridge_reliability():
     y = 0.5 + 0.1 * X[:, 0]
     pred = GeneReliability(alpha=1e-6).fit(X, y).predict(X)
     np.testing.assert_allclose(pred, y, atol=1e-4)
+
+
+def test_reliability_targets_as_a_function_of_cells(small_pair):
+    """A function of the cell subset describes the targets exactly as the array would."""
+    spatial, reference, _ = small_pair
+    paired = KNNImpute(spatial, reference).paired
+    rng = np.random.default_rng(0)
+    noisy_panel = paired.spatial_X + rng.normal(scale=0.5, size=paired.spatial_X.shape)
+    targets = rng.gamma(1.0, size=(paired.n_cells, paired.n_targets))
+
+    def predict_heldout(train, heldout, cells):
+        return noisy_panel[np.ix_(cells, heldout)]
+
+    asked = []
+
+    def target_rows(cells):
+        asked.append(cells)
+        return targets[cells]
+
+    max_cells = paired.n_cells // 2
+    from_array = reliability_from_heldout(paired, predict_heldout, targets, max_cells=max_cells, seed=3)
+    from_function = reliability_from_heldout(paired, predict_heldout, target_rows, max_cells=max_cells, seed=3)
+    np.testing.assert_array_equal(from_function, from_array)
+    assert len(asked) == 1 and asked[0].size == max_cells and from_array.shape == (paired.n_targets,)

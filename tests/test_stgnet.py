@@ -177,6 +177,28 @@ def test_teachers_adapted_to_the_panel(sim, tmp_path):
     assert target_error(adapted) < 0.9 * target_error(base)
 
 
+def test_reliability_describes_targets_through_the_teacher(sim):
+    """The reliability model is fitted on the teacher's held-out panel genes, so the target
+    genes are described through the teacher too: the scores do not move with the student."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:6])
+    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
+    model = STGNET(sp, reference, genes=held, seed=4, **{**TINY, "refine": False, "reliability": True})
+    model.train()
+    cells = np.arange(model.paired.n_cells)
+    images, inputs, gm, onehot, coords = model._spatial_tensors(model._feature_pos)
+    teacher = model._stage4(model.G2_general, images, inputs, gm, onehot, coords, "_rel_targets")
+    np.testing.assert_allclose(model._reliability_targets(cells), model._final_targets(teacher, model._target_pos))
+    before = model.impute()
+    with torch.no_grad():
+        for value in model.G3.parameters():
+            value.add_(torch.randn_like(value))
+    model._mu = None
+    after = model.impute()
+    assert not np.allclose(after.X, before.X)
+    np.testing.assert_array_equal(after.var["reliability"], before.var["reliability"])
+
+
 def test_mask_fraction_auto_follows_the_share_of_missing_genes():
     """Stage 2 hides as many genes as the spatial data lacks: 0.2 in 5-fold CV, 0.8 when the
     panel is a fifth of the genes to impute."""

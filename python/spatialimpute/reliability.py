@@ -111,7 +111,7 @@ def _gene_folds(n_genes: int, n_folds: int, rng: np.random.Generator) -> list[np
 def reliability_from_heldout(
     paired: PairedData,
     predict_heldout: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
-    target_prediction: np.ndarray,
+    target_prediction: np.ndarray | Callable[[np.ndarray], np.ndarray],
     *,
     n_folds: int = 5,
     max_cells: int = 20_000,
@@ -129,7 +129,10 @@ def reliability_from_heldout(
         predictions of the held-out feature genes from the training feature genes only
         (column indices into ``paired.feature_genes``, row indices into the spatial cells).
     target_prediction
-        The method's prediction of the target genes (cells x targets).
+        The prediction of the target genes (cells x targets) whose descriptors are scored,
+        or a function of spatial cell indices returning their rows: the model is fitted on
+        ``predict_heldout``'s predictions, so these should come from the same predictor
+        (a method whose held-out genes come from a stand-in passes the stand-in's targets).
     n_folds
         Internal gene folds.
     max_cells
@@ -146,7 +149,7 @@ def reliability_from_heldout(
     """
     from .benchmark.metrics import gene_metrics
 
-    n_targets = target_prediction.shape[1]
+    n_targets = paired.n_targets
     if paired.n_features < 3:
         return np.full(n_targets, np.nan)
     rng = np.random.default_rng(seed)
@@ -161,5 +164,6 @@ def reliability_from_heldout(
         accuracy.append(gene_metrics(truth, pred)["spcc"].to_numpy())
         descriptors.append(gene_descriptors(pred, paired.reference_X[:, heldout], neighbors))
     model = GeneReliability().fit(np.vstack(descriptors), np.concatenate(accuracy))
-    target_desc = gene_descriptors(target_prediction[cells], paired.reference_targets, neighbors)
+    targets = target_prediction(cells) if callable(target_prediction) else target_prediction[cells]
+    target_desc = gene_descriptors(targets, paired.reference_targets, neighbors)
     return model.predict(target_desc)

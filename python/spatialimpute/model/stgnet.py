@@ -847,8 +847,7 @@ class STGNET(BaseImputer):
         return stgnet_unscale(v, cell_max, self._median_lib)
 
     def _final_targets(self, mu: torch.Tensor, target_pos: np.ndarray) -> np.ndarray:
-        v = mu[:, torch.as_tensor(target_pos, device=mu.device)].detach().cpu().numpy()
-        return self._unscale(v, target_pos, self._cell_max)
+        return self._genes_at(mu, target_pos, self._cell_max)
 
     def _predict(self) -> np.ndarray:
         if getattr(self, "_mu", None) is None:
@@ -878,9 +877,12 @@ class STGNET(BaseImputer):
         return self._stage4(net, images, inputs, gm, onehot, coords, tag), cell_max
 
     def _heldout_genes(self, values: torch.Tensor, heldout_cols: np.ndarray, cell_max: np.ndarray | None) -> np.ndarray:
-        heldout = self._feature_pos[heldout_cols]
-        v = values[:, torch.as_tensor(heldout, device=values.device)].detach().cpu().numpy()
-        return self._unscale(v, heldout, cell_max)
+        return self._genes_at(values, self._feature_pos[heldout_cols], cell_max)
+
+    def _genes_at(self, values: torch.Tensor, positions: np.ndarray, cell_max: np.ndarray | None) -> np.ndarray:
+        """The genes at image ``positions`` of stage-4/5 ``values``, log-normalised."""
+        v = values[:, torch.as_tensor(positions, device=values.device)].detach().cpu().numpy()
+        return self._unscale(v, positions, cell_max)
 
     def _predict_heldout(self, train_cols: np.ndarray, heldout_cols: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """Predict held-out feature genes from the other feature genes (for reliability)."""
@@ -921,8 +923,19 @@ class STGNET(BaseImputer):
             return np.full(prediction.shape[1], np.nan)
         from ..reliability import reliability_from_heldout
 
+        described = prediction if self._cfg["reliability_heldout"] == "full" else self._reliability_targets
         with torch.enable_grad():
-            return reliability_from_heldout(self.paired, self._predict_heldout, prediction, seed=self.seed)
+            return reliability_from_heldout(self.paired, self._predict_heldout, described, seed=self.seed)
+
+    def _reliability_targets(self, cells: np.ndarray) -> np.ndarray:
+        """The target genes of ``cells`` as the held-out panel genes are predicted for the
+        reliability model (the teacher; plus stage 5 with ``"teacher_refined"``): the model
+        maps that predictor's gene descriptors to accuracy, so the targets are described
+        through it too (see Notes)."""
+        values, cell_max = self._heldout_stage4(np.arange(self.paired.n_features), cells, "_rel_targets")
+        if self.S5 is not None and self._cfg["reliability_heldout"] == "teacher_refined":
+            _, values, _, _ = self._stage5(values, self._feature_pos, "_rel_targets", cells)
+        return self._genes_at(values, self._target_pos, cell_max)
 
     def provenance(self) -> dict:
         prov = super().provenance()
