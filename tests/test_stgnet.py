@@ -242,7 +242,8 @@ def test_scale_roundtrip():
     {"refine": "sometimes"}, {"network_input": "raw"}, {"s3_init": "zeros"}, {"s2_mask_fraction": 1.0},
     {"s2_mask_fraction": "half"}, {"n_teachers": 0}, {"n_teachers": 1.5},
     {"s2_target_neighbors": 0}, {"s2_panel_steps": -1}, {"s2_panel_steps": 2.5},
-    {"s2_panel_mask_fraction": 1.0}, {"s2_panel_mask_fraction": "auto"},
+    {"s2_panel_mask_fraction": 1.0}, {"s2_panel_mask_fraction": "auto"}, {"s3_ema_decay": 1.0},
+    {"s3_ema_decay": True},
 ])
 def test_bad_params(sim, bad):
     spatial, reference, _ = sim
@@ -267,7 +268,7 @@ def test_paper_preset_resolves_original_schedule(sim):
     assert cfg["s2_masks"] == "zeros" and cfg["input_scale"] == "cell_max" and cfg["unlabelled"] == "leiden"
     assert cfg["network_input"] == "scaled" and cfg["unet_mask_input"] is False
     assert cfg["n_teachers"] == 1 and cfg["s2_target_neighbors"] == 1 and cfg["refine"] is True
-    assert cfg["s2_panel_steps"] == 0
+    assert cfg["s2_panel_steps"] == 0 and cfg["s3_ema_decay"] == 0.0
 
 
 def test_network_input_standardized_panel_genes(sim):

@@ -123,6 +123,59 @@ def test_stage2_observed_genes_mask():
     assert levels[0] > 0.6 and levels[1] < 0.45, levels
 
 
+def test_stage3_ema_is_the_moving_average_of_the_iterates():
+    """With ``ema_decay`` the student ends at the moving average of its parameters after
+    each update (from its initial ones), recomputed here from runs stopped after k updates."""
+    s, c, n, decay = 3, 2, 40, 0.6
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 1, s, s, generator=gen)
+    gm = torch.ones(1, 1, s, s)
+    gm[..., 0, :] = 0
+    onehot, coords = _onehot(n, c), torch.rand(n, 2, generator=gen)
+    torch.manual_seed(1)
+    teacher = UNetImputer(s, c, 16, 4, 3)
+    start = UNetImputer(s, c, 16, 4, 3, n_coords=2).state_dict()
+
+    def run(epochs, ema_decay):  # one update per epoch: the batch is every cell
+        net = UNetImputer(s, c, 16, 4, 3, n_coords=2)
+        net.load_state_dict(start)
+        S.train_stage3(net, teacher, images, gm, onehot, coords, epochs=epochs, batch_size=n, update_every=1,
+                       lr=0.05, ema_decay=ema_decay, generator=torch.Generator().manual_seed(2))
+        return dict(net.named_parameters())
+
+    iterates = [run(k, 0.0) for k in range(4)]
+    averaged = run(3, decay)
+    for name, value in averaged.items():
+        expected = iterates[0][name].detach()
+        for it in iterates[1:]:
+            expected = decay * expected + (1 - decay) * it[name].detach()
+        torch.testing.assert_close(value.detach(), expected)
+        if name == "fc_out.weight":
+            assert not torch.allclose(expected, iterates[3][name].detach())
+
+
+def test_stage3_ema_reestimates_batchnorm_for_the_averaged_weights():
+    """After averaging, BatchNorm statistics are those of the averaged network over the data
+    (one batch of every cell: exactly its batch mean), not the last iterate's."""
+    s, c, n = 3, 2, 40
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 1, s, s, generator=gen)
+    onehot, coords = _onehot(n, c), torch.rand(n, 2, generator=gen)
+    torch.manual_seed(1)
+    teacher = UNetImputer(s, c, 16, 4, 3)
+    net = UNetImputer(s, c, 16, 4, 3, n_coords=2)
+    S.train_stage3(net, teacher, images, torch.ones(1, 1, s, s), onehot, coords, epochs=3, batch_size=n,
+                   update_every=1, lr=0.05, ema_decay=0.6, generator=torch.Generator().manual_seed(2))
+    norm = net.coord_branch[2]  # its input depends on the coordinates only
+    seen = []
+    handle = norm.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    net.eval()(images, torch.ones_like(images), torch.rand_like(images), onehot, coords)
+    handle.remove()
+    features = seen[0]
+    torch.testing.assert_close(norm.running_mean, features.mean((0, 2, 3)))
+    torch.testing.assert_close(norm.running_var, features.var((0, 2, 3), unbiased=True))
+
+
 def test_stage4_reads_inputs_and_keeps_observed_images():
     """``inputs`` feed the network; observed entries of the output are the images' values."""
     torch.manual_seed(0)

@@ -306,6 +306,7 @@ def train_stage3(
     gp_weight: float = 10.0,
     adv_weight: float = 0.1,
     inputs: torch.Tensor | None = None,
+    ema_decay: float = 0.0,
     generator: torch.Generator,
     progress: ProgressFn = _identity_progress,
 ) -> dict[str, list[float]]:
@@ -322,8 +323,14 @@ def train_stage3(
 
     ``inputs`` (default ``images``): what both networks read in place of ``x``, as in
     :func:`train_stage2`.
+
+    ``ema_decay`` > 0: ``G3`` ends with the exponential moving average of its parameters
+    over the updates, ``a <- ema_decay a + (1 - ema_decay) theta`` from its initial ones,
+    not the last iterate; its BatchNorm statistics are then re-estimated for those
+    parameters over one pass of the data (:func:`_reestimate_batchnorm`).
     """
     dev = images.device
+    averaged = [p.detach().clone() for p in G3.parameters()] if ema_decay > 0 else None
     opt_g = torch.optim.Adam(G3.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(D3.parameters(), lr=lr, betas=betas) if D3 is not None else None
     hist: dict[str, list[float]] = {"student": []}
@@ -364,6 +371,10 @@ def train_stage3(
                 opt_g.zero_grad(set_to_none=True)
                 loss.backward()
                 opt_g.step()
+                if averaged is not None:
+                    with torch.no_grad():
+                        for a, p in zip(averaged, G3.parameters()):
+                            a.lerp_(p, 1.0 - ema_decay)
                 logged = loss.detach()
                 if D3 is not None:
                     with torch.no_grad():
@@ -372,8 +383,29 @@ def train_stage3(
         hist["student"].append(float(torch.stack(g_losses).mean()) if g_losses else float("nan"))
         if D3 is not None:
             hist["critic"].append(float(torch.stack(c_losses).mean()) if c_losses else float("nan"))
+    if averaged is not None:
+        with torch.no_grad():
+            for a, p in zip(averaged, G3.parameters()):
+                p.copy_(a)
+            _reestimate_batchnorm(G3, images, g, onehot, coords, inputs, batch_size, generator)
     _set_requires_grad(G2, True)
     return hist
+
+
+def _reestimate_batchnorm(net, images, gene_mask, onehot, coords, inputs, batch_size, generator) -> None:
+    """Recompute ``net``'s BatchNorm running statistics for its current parameters: the
+    plain mean over one pass of mini-batches (as after averaging weights)."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    for idx in _batches(images.shape[0], batch_size, generator, images.device):
+        x = images[idx] if inputs is None else inputs[idx]
+        net(x, gene_mask.expand_as(x), _rand_like(x, generator), onehot[idx], coords[idx])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
 
 
 # --------------------------------------------------------------------------- S4
