@@ -280,8 +280,9 @@ class STGNET(BaseImputer):
 
     The student is the moving average of its parameters over stage 3 (``s3_ema_decay`` =
     0.99), with its BatchNorm statistics re-estimated for them, not the last Adam iterate:
-    the last iterate made the per-fold result chaotic, gastrulation fold 3 scoring
-    anywhere from 0.035 to 0.141 under changes as small as the thread count at import.
+    with the last iterate the per-fold result swung widely: gastrulation fold 3 scored
+    from 0.035 to 0.141 across small variations of stage 3 (three students, a cosine
+    learning rate, averaging without re-estimating BatchNorm), its teacher 0.087-0.088.
     Whole 5-fold CV (stage 4, seed 0, one thread), last iterate -> averaged: osmFISH
     0.271 -> 0.274 (better on 4 of 5 folds), Drosophila 0.496 -> 0.498, gastrulation
     0.126 -> 0.121 (per fold 0.122 / 0.124 / 0.127 / 0.100 / 0.133 against 0.102 / 0.120 /
@@ -317,10 +318,10 @@ class STGNET(BaseImputer):
     it keeps) to accuracy, so the target genes are described through that same teacher
     (:meth:`_reliability_targets`), not through the final prediction, which other networks
     make (the panel-adapted teachers distilled into the coordinate-aware student).
-    Calibration (Spearman of reliability with SPCC over genes, whole 5-fold CV, seed 0),
-    final prediction -> teacher described: gastrulation 0.130 -> 0.319, osmFISH 0.498 ->
-    0.551, Drosophila 0.201 -> 0.196; mean SPCC of the more reliable half 0.130 -> 0.151,
-    0.328 -> 0.343, 0.517 -> 0.507.
+    Calibration (Spearman of reliability with SPCC over genes, whole 5-fold CV, seed 0,
+    last-iterate student), final prediction -> teacher described: gastrulation 0.130 ->
+    0.319, osmFISH 0.498 -> 0.551, Drosophila 0.201 -> 0.196; mean SPCC of the more
+    reliable half 0.130 -> 0.151, 0.328 -> 0.343, 0.517 -> 0.507.
     """
 
     method_name = "stgnet"
