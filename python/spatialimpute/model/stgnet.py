@@ -779,18 +779,8 @@ class STGNET(BaseImputer):
         return G3, hist
 
     def _stage4(self, net, images, inputs, gm, onehot, coords, tag: str) -> torch.Tensor:
+        """Stage-4 images from the student ``G3`` or a teacher ensemble (which ignores ``coords``)."""
         cfg = self._cfg
-        if isinstance(net, ImputerEnsemble):
-            # a teacher has no coordinate input: wrap it
-            class _Teacher(torch.nn.Module):
-                def __init__(self, g2):
-                    super().__init__()
-                    self.g2 = g2
-
-                def forward(self, x, m, u, y, c):
-                    return self.g2(x, m, u, y)
-
-            net = _Teacher(net)
         out = S.infer_stage4(net, images, gm, onehot, coords, noise=cfg["inference_noise"], bn_mode=cfg["bn_inference"],
                              batch_size=cfg["batch_size"], inputs=inputs, generator=self._gen(f"s4{tag}"))
         return S.from_images(out, self._n_genes)

@@ -186,7 +186,7 @@ class UNetImputer(nn.Module):
         y
             One-hot labels ``(B, C)``.
         c
-            Coordinates ``(B, 2)`` in [0, 1] (``G3`` only).
+            Coordinates ``(B, 2)`` in [0, 1] (``G3``; ignored by an imputer built without them).
 
         Returns
         -------
