@@ -199,6 +199,27 @@ def test_reliability_describes_targets_through_the_teacher(sim):
     np.testing.assert_array_equal(after.var["reliability"], before.var["reliability"])
 
 
+def test_stage4_blends_student_and_teacher(sim):
+    """Stage 4 is ``(1 - w)`` student + ``w`` teacher ensemble (the fast preset's w = 0.5);
+    w = 0 is the student alone and w = 1 the teacher; measured genes pass through."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:6])
+    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
+    model = STGNET(sp, reference, genes=held, seed=2, **{**TINY, "refine": False})
+    model.train()
+    assert model._cfg["s4_teacher_weight"] == 0.5
+    tensors = model._spatial_tensors(model._feature_pos)
+    student = model._stage4(model.G3, *tensors, "")
+    teacher = model._stage4(model.G2, *tensors, "_teacher")
+    assert not torch.allclose(student, teacher)
+    torch.testing.assert_close(model._s4, (student + teacher) / 2)
+    for weight, expected in ((0.0, student), (1.0, teacher)):
+        model._cfg["s4_teacher_weight"] = weight
+        torch.testing.assert_close(model._stage4_output(model.G3, model.G2, *tensors, ""), expected)
+    pos = model._feature_pos
+    np.testing.assert_allclose(model._s4[:, pos].numpy(), model._spatial[:, pos], atol=1e-6)
+
+
 def test_mask_fraction_auto_follows_the_share_of_missing_genes():
     """Stage 2 hides as many genes as the spatial data lacks: 0.2 in 5-fold CV, 0.8 when the
     panel is a fifth of the genes to impute."""
@@ -243,7 +264,7 @@ def test_scale_roundtrip():
     {"s2_mask_fraction": "half"}, {"n_teachers": 0}, {"n_teachers": 1.5},
     {"s2_target_neighbors": 0}, {"s2_panel_steps": -1}, {"s2_panel_steps": 2.5},
     {"s2_panel_mask_fraction": 1.0}, {"s2_panel_mask_fraction": "auto"}, {"s3_ema_decay": 1.0},
-    {"s3_ema_decay": True},
+    {"s3_ema_decay": True}, {"s4_teacher_weight": 1.5}, {"s4_teacher_weight": "half"},
 ])
 def test_bad_params(sim, bad):
     spatial, reference, _ = sim
@@ -268,7 +289,7 @@ def test_paper_preset_resolves_original_schedule(sim):
     assert cfg["s2_masks"] == "zeros" and cfg["input_scale"] == "cell_max" and cfg["unlabelled"] == "leiden"
     assert cfg["network_input"] == "scaled" and cfg["unet_mask_input"] is False
     assert cfg["n_teachers"] == 1 and cfg["s2_target_neighbors"] == 1 and cfg["refine"] is True
-    assert cfg["s2_panel_steps"] == 0 and cfg["s3_ema_decay"] == 0.0
+    assert cfg["s2_panel_steps"] == 0 and cfg["s3_ema_decay"] == 0.0 and cfg["s4_teacher_weight"] == 0.0
 
 
 def test_network_input_standardized_panel_genes(sim):

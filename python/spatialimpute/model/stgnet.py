@@ -78,6 +78,7 @@ PRESETS: dict[str, dict] = {
         "network_input": "scaled",
         "s3_init": "random",
         "s3_ema_decay": 0.0,
+        "s4_teacher_weight": 0.0,
         "refine": True,
         "n_teachers": 1,
         "s2_target_neighbors": 1,
@@ -109,6 +110,7 @@ PRESETS: dict[str, dict] = {
         "network_input": "standardized",
         "s3_init": "teacher",
         "s3_ema_decay": 0.99,
+        "s4_teacher_weight": 0.5,
         "refine": False,
         "n_teachers": 3,
         "s2_target_neighbors": 15,
@@ -376,6 +378,8 @@ class STGNET(BaseImputer):
         ``s3_ema_decay`` (preset key: 0 = ``G3`` is its last iterate, the original | ``d`` =
         the exponential moving average of its parameters over stage 3 with decay ``d``, see
         Notes),
+        ``s4_teacher_weight`` (preset key: 0 = stage 4 is the student ``G3`` alone, the
+        original | ``w`` = ``(1 - w)`` student + ``w`` teacher ensemble ``G2``, see Notes),
         ``n_teachers`` (preset key: the teacher stage 3 distils is the mean of this many
         independently initialised and trained stage-2 imputers, 1 = the original;
         :class:`~spatialimpute.nn.unet.ImputerEnsemble`),
@@ -463,6 +467,10 @@ class STGNET(BaseImputer):
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
             raise SpatialImputeInputError("s3_ema_decay", "a number in [0, 1)", repr(decay),
                                           "pass e.g. s3_ema_decay=0.99 (the fast preset) or 0 (no averaging)")
+        weight = p["s4_teacher_weight"]
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+            raise SpatialImputeInputError("s4_teacher_weight", "a number in [0, 1]", repr(weight),
+                                          "pass e.g. s4_teacher_weight=0.5 (the fast preset) or 0 (the student alone)")
         share = p["s2_panel_mask_fraction"]
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
             raise SpatialImputeInputError("s2_panel_mask_fraction", "a number in [0, 1)", repr(share),
@@ -785,6 +793,15 @@ class STGNET(BaseImputer):
                              batch_size=cfg["batch_size"], inputs=inputs, generator=self._gen(f"s4{tag}"))
         return S.from_images(out, self._n_genes)
 
+    def _stage4_output(self, student, teacher, images, inputs, gm, onehot, coords, tag: str) -> torch.Tensor:
+        """Stage-4 images: the ``student``'s, blended with the ``teacher`` ensemble's by
+        ``s4_teacher_weight`` (see Notes)."""
+        out = self._stage4(student, images, inputs, gm, onehot, coords, tag)
+        weight = float(self._cfg["s4_teacher_weight"])
+        if weight == 0.0:
+            return out
+        return torch.lerp(out, self._stage4(teacher, images, inputs, gm, onehot, coords, f"{tag}_teacher"), weight)
+
     def _graphs(self, features: torch.Tensor, cells: np.ndarray | None = None):
         cfg = self._cfg
         coords = self.paired.coords if cells is None else self.paired.coords[cells]
@@ -839,7 +856,7 @@ class STGNET(BaseImputer):
         self.history["s3_student"] = h3["student"]
         if "critic" in h3:
             self.history["s3_critic"] = h3["critic"]
-        self._s4 = self._stage4(self.G3, images, inputs, gm, onehot, coords, "")
+        self._s4 = self._stage4_output(self.G3, self.G2, images, inputs, gm, onehot, coords, "")
         self.S5 = None
         self._graph_info = {}
         refine = self._cfg["refine"]
@@ -871,7 +888,7 @@ class STGNET(BaseImputer):
     def _predict(self) -> np.ndarray:
         if getattr(self, "_mu", None) is None:
             images, inputs, gm, onehot, coords = self._spatial_tensors(self._feature_pos)
-            self._s4 = self._stage4(self.G3, images, inputs, gm, onehot, coords, "")
+            self._s4 = self._stage4_output(self.G3, self.G2, images, inputs, gm, onehot, coords, "")
             if self.S5 is not None:
                 _, self._mu, _, self._graph_info = self._stage5(self._s4, self._feature_pos, "", model=self.S5, train=False)
             else:
@@ -881,7 +898,8 @@ class STGNET(BaseImputer):
     def _heldout_stage4(self, train_cols: np.ndarray, cells: np.ndarray, tag: str, retrain_student: bool = False):
         """Stage-4 images of ``cells`` with only the ``train_cols`` panel genes observed,
         imputed by the teacher ``G2`` (``retrain_student``: by a ``G3`` trained for this
-        mask); also returns the per-cell scale (``cell_max`` inputs)."""
+        mask, blended with the teacher as in stage 4); also returns the per-cell scale
+        (``cell_max`` inputs)."""
         observed = self._feature_pos[train_cols]
         images, inputs, gm, onehot, coords = self._spatial_tensors(observed, cells)
         cell_max = None
@@ -892,8 +910,10 @@ class STGNET(BaseImputer):
             x[:, observed] = self._align(sp_scaled, observed)
             images = S.to_images(torch.as_tensor(x, device=self.device), self._side)
         teacher = self.G2 if self.G2_general is None else self.G2_general
-        net = self._train_g3(images, inputs, gm, onehot, coords, tag)[0] if retrain_student else teacher
-        return self._stage4(net, images, inputs, gm, onehot, coords, tag), cell_max
+        if retrain_student:
+            student = self._train_g3(images, inputs, gm, onehot, coords, tag)[0]
+            return self._stage4_output(student, teacher, images, inputs, gm, onehot, coords, tag), cell_max
+        return self._stage4(teacher, images, inputs, gm, onehot, coords, tag), cell_max
 
     def _heldout_genes(self, values: torch.Tensor, heldout_cols: np.ndarray, cell_max: np.ndarray | None) -> np.ndarray:
         return self._genes_at(values, self._feature_pos[heldout_cols], cell_max)
