@@ -291,6 +291,19 @@ class STGNET(BaseImputer):
     0.140 / 0.141 / 0.126: the 0.126 rested on one lucky fold; three students averaged
     gave 0.121 too, at three times the stage-3 cost).
 
+    Stage 4 is the mean of the student and the teacher ensemble (``s4_teacher_weight`` =
+    0.5), not the student alone. The student gains where it has many cells to learn from
+    and loses on the 175-cell embryo, where one network stands in for the three-member
+    ensemble (teacher member 0 alone, embryo folds 0 / 1: -0.003 / 0.051 against the
+    ensemble's 0.003 / 0.058). Whole 5-fold CV (stage 4, seed 0, one thread), student /
+    teacher / mean: osmFISH 0.274 / 0.267 / 0.275, Drosophila 0.498 / 0.495 / 0.498,
+    gastrulation 0.121 / 0.109 / 0.117, embryo 0.035 / 0.048 / 0.047: the mean is the
+    best on two pairs and 0.004 below the better of the two at worst (gastrulation), at
+    the cost of one teacher pass over the cells. The student's gain on gastrulation does not come from its coordinates (zeroed
+    at inference: folds 0 / 1 0.122 / 0.124, unchanged) nor from a denoised noise input
+    (teacher averaged over 8 noise draws: 0.109 / 0.113, unchanged), nor from BatchNorm
+    statistics of the spatial cells (teacher's re-estimated on them: 0.109 / 0.113).
+
     Stage 5 as specified (the ZINB mean of a 64-dimensional fused embedding, 101 epochs)
     smooths the stage-4 output over spatial and expression neighbours. Smoothing a good
     per-cell prediction mixes neighbouring cell types: on osmFISH fold 0 one step of the
