@@ -299,10 +299,11 @@ class STGNET(BaseImputer):
     teacher / mean: osmFISH 0.274 / 0.267 / 0.275, Drosophila 0.498 / 0.495 / 0.498,
     gastrulation 0.121 / 0.109 / 0.117, embryo 0.035 / 0.048 / 0.047: the mean is the
     best on two pairs and 0.004 below the better of the two at worst (gastrulation), at
-    the cost of one teacher pass over the cells. The student's gain on gastrulation does not come from its coordinates (zeroed
-    at inference: folds 0 / 1 0.122 / 0.124, unchanged) nor from a denoised noise input
-    (teacher averaged over 8 noise draws: 0.109 / 0.113, unchanged), nor from BatchNorm
-    statistics of the spatial cells (teacher's re-estimated on them: 0.109 / 0.113).
+    the cost of one teacher pass over the cells. The student's gain on gastrulation does
+    not come from its coordinates (zeroed at inference: folds 0 / 1 0.122 / 0.124,
+    unchanged), nor from a denoised noise input (teacher averaged over 8 noise draws:
+    0.109 / 0.113, unchanged), nor from BatchNorm statistics of the spatial cells
+    (teacher's re-estimated on them: 0.109 / 0.113).
 
     Stage 5 as specified (the ZINB mean of a 64-dimensional fused embedding, 101 epochs)
     smooths the stage-4 output over spatial and expression neighbours. Smoothing a good
