@@ -69,6 +69,7 @@ def main() -> None:
     model._check_sizes()
     model._prepare()
     model._train_reference_stages()
+    model._adapt_teachers_to_panel()
     images, inputs, gm, onehot, coords = model._spatial_tensors(model._feature_pos)
     model.G3, _ = model._train_g3(images, inputs, gm, onehot, coords, "")
     gan_s = time.perf_counter() - t1
@@ -76,7 +77,7 @@ def main() -> None:
 
     with ResourceMonitor(model.device) as monitor:  # peak RSS of stages 4-5 only (not the simulator's)
         t2 = time.perf_counter()
-        s4 = model._stage4(model.G3, images, inputs, gm, onehot, coords, "")
+        s4 = model._stage4_output(model.G3, model.G2, images, inputs, gm, onehot, coords, "")
         s4_s = time.perf_counter() - t2
         t3 = time.perf_counter()
         _, mu, hist, info = model._stage5(s4, model._feature_pos, "")
