@@ -220,6 +220,29 @@ def test_stage4_blends_student_and_teacher(sim):
     np.testing.assert_allclose(model._s4[:, pos].numpy(), model._spatial[:, pos], atol=1e-6)
 
 
+@pytest.mark.parametrize("heldout", ["teacher_refined", "full"])
+def test_reliability_heldout_variants(sim, heldout, monkeypatch):
+    """``"full"`` retrains a student per internal fold and blends it with the teacher as
+    stage 4 does; ``"teacher_refined"`` refines the teacher's output. Both give a finite
+    score per target gene."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:4])
+    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
+    model = STGNET(sp, reference, genes=held, seed=1, **{**TINY, "reliability": True, "reliability_heldout": heldout})
+    blended = []
+    original = STGNET._stage4_output
+
+    def spy(self, student, teacher, *args):
+        blended.append((args[-1], teacher is self.G2_general))
+        return original(self, student, teacher, *args)
+
+    monkeypatch.setattr(STGNET, "_stage4_output", spy)
+    out = model.impute()
+    assert np.isfinite(out.var["reliability"].to_numpy()).all()
+    internal = [teacher_is_general for tag, teacher_is_general in blended if tag.startswith("_rel")]
+    assert (len(internal) > 0 and all(internal)) if heldout == "full" else not internal
+
+
 def test_mask_fraction_auto_follows_the_share_of_missing_genes():
     """Stage 2 hides as many genes as the spatial data lacks: 0.2 in 5-fold CV, 0.8 when the
     panel is a fifth of the genes to impute."""
