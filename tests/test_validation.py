@@ -261,3 +261,31 @@ def test_obs_dataframe_coordinates_accepted(pair):
     spatial.obsm["spatial"] = pd.DataFrame(spatial.obsm["spatial"], index=spatial.obs_names, columns=["x", "y"])
     p = prepare_pair(spatial, reference)
     np.testing.assert_array_equal(p.coords, spatial.obsm["spatial"].to_numpy())
+
+
+@pytest.mark.parametrize("value", [0, -1, "abc", "10", 2.5, 2.0, True, None, float("nan")])
+def test_check_int_refuses(value):
+    from spatialimpute._validation import check_int
+
+    with pytest.raises(SpatialImputeInputError, match="`k`: expected an integer >= 1"):
+        check_int(value, "k", minimum=1)
+
+
+def test_parameter_helpers_accept_numpy_and_bounds():
+    from spatialimpute._validation import check_bool, check_fraction, check_int, check_number
+
+    assert check_int(np.int32(5), "k", minimum=1, maximum=5) == 5 and type(check_int(np.int64(2), "k")) is int
+    assert check_number(np.float32(0.5), "x", minimum=0, inclusive=False) == 0.5
+    assert check_number(3, "x") == 3.0 and check_fraction(1, "f") == 1.0 and check_fraction(0.0, "f") == 0.0
+    assert check_bool(np.bool_(True), "b") is True
+    for bad in (0.0, float("inf"), "1", True):
+        with pytest.raises(SpatialImputeInputError, match="`x`"):
+            check_number(bad, "x", minimum=0, inclusive=False)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(SpatialImputeInputError, match="`f`"):
+            check_fraction(bad, "f")
+    for bad in (0, 1, "true", None):
+        with pytest.raises(SpatialImputeInputError, match="`b`"):
+            check_bool(bad, "b")
+    with pytest.raises(SpatialImputeInputError, match="`method`"):
+        si._validation.check_choice(["knn"], "method", {"knn"})

@@ -364,6 +364,74 @@ def prepare_pair(
 
 def check_choice(value, argument: str, choices: Sequence[str]) -> str:
     """Check that ``value`` is one of ``choices``."""
-    if value not in choices:
+    try:
+        ok = value in choices
+    except TypeError:  # unhashable value against a set/dict of choices
+        ok = False
+    if not ok:
         raise SpatialImputeInputError(argument, f"one of {_preview(list(choices), 10)}", repr(value), f"pass one of {list(choices)}")
     return value
+
+
+def _bounds(minimum, maximum, inclusive: bool = True) -> str:
+    low, high = (">=", "<=") if inclusive else (">", "<")
+    parts = ([f"{low} {minimum}"] if minimum is not None else []) + ([f"{high} {maximum}"] if maximum is not None else [])
+    return f" {' and '.join(parts)}" if parts else ""
+
+
+def _check_range(number, value, argument: str, kind: str, minimum, maximum, inclusive: bool) -> None:
+    below = minimum is not None and (number < minimum if inclusive else number <= minimum)
+    above = maximum is not None and (number > maximum if inclusive else number >= maximum)
+    if below or above:
+        raise SpatialImputeInputError(
+            argument, f"{kind}{_bounds(minimum, maximum, inclusive)}", repr(value),
+            f"pass {kind}{_bounds(minimum, maximum, inclusive)}",
+        )
+
+
+def check_int(value, argument: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Check that ``value`` is an integer (Python or NumPy, not bool) within the bounds.
+
+    Floats (even ``2.0``) and strings (even ``"10"``) are refused: a command line or a
+    configuration file parses them first.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise SpatialImputeInputError(
+            argument, f"an integer{_bounds(minimum, maximum)}", f"{value!r} ({type(value).__name__})",
+            f"pass a whole number such as {minimum if minimum is not None else 1}",
+        )
+    number = int(value)
+    _check_range(number, value, argument, "an integer", minimum, maximum, True)
+    return number
+
+
+def check_number(value, argument: str, *, minimum: float | None = None, maximum: float | None = None,
+                 inclusive: bool = True) -> float:
+    """Check that ``value`` is a finite real number (Python or NumPy, not bool) within the bounds.
+
+    ``inclusive=False`` makes both bounds strict.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SpatialImputeInputError(
+            argument, f"a number{_bounds(minimum, maximum, inclusive)}", f"{value!r} ({type(value).__name__})",
+            "pass a number, e.g. 0.5",
+        )
+    number = float(value)
+    if not np.isfinite(number):
+        raise SpatialImputeInputError(argument, "a finite number", repr(value), "pass a finite number")
+    _check_range(number, value, argument, "a number", minimum, maximum, inclusive)
+    return number
+
+
+def check_fraction(value, argument: str) -> float:
+    """Check that ``value`` is a real number in [0, 1]."""
+    return check_number(value, argument, minimum=0.0, maximum=1.0)
+
+
+def check_bool(value, argument: str) -> bool:
+    """Check that ``value`` is a bool (Python or NumPy); ``0``/``1`` or strings are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise SpatialImputeInputError(
+            argument, "True or False", f"{value!r} ({type(value).__name__})", "pass True or False",
+        )
+    return bool(value)
