@@ -227,7 +227,9 @@ def test_labels_share_one_vocabulary(pair):
 
 def test_missing_label_column(pair):
     spatial, reference, _ = pair
-    _error(spatial, reference, "reference_labels_key", labels_key="nope")
+    # Each message names the argument the user passed (issue 15, item 7).
+    _error(spatial, reference, "^`labels_key`", labels_key="nope")
+    _error(spatial, reference, "^`reference_labels_key`", labels_key="cell_type", reference_labels_key="nope")
 
 
 def test_unknown_method_and_params(pair):

@@ -14,6 +14,8 @@ from .data.paired import PairedData
 
 #: A reference needs at least this many cells with counts to be usable.
 MIN_REFERENCE_CELLS = 10
+#: Largest coordinate magnitude accepted: squared distances must stay far from overflow.
+MAX_ABS_COORDINATE = 1e15
 
 
 class SpatialImputeInputError(ValueError):
@@ -125,6 +127,12 @@ def get_coordinates(adata, spatial_key: str) -> np.ndarray:
             f"{int(bad.sum())} cells with NaN/Inf coordinates (e.g. {_preview(adata.obs_names[bad], 3)})",
             "drop those cells or fill in their centroids",
         )
+    largest = float(np.abs(coords).max())
+    if largest > MAX_ABS_COORDINATE:
+        raise SpatialImputeInputError(
+            "spatial", f"coordinates of magnitude at most {MAX_ABS_COORDINATE:.0e}",
+            f"obsm[{spatial_key!r}] reaching {largest:.3g}", "rescale the coordinates (e.g. to microns or pixels)",
+        )
     return coords
 
 
@@ -136,11 +144,22 @@ def _library_size(adata, matrix, library_size_key: str | None, argument: str) ->
             "library_size_key", f"a column of {argument}.obs", repr(library_size_key),
             "pass the name of the obs column that holds each cell's total count, or None",
         )
-    lib = pd.to_numeric(adata.obs[library_size_key], errors="coerce").to_numpy(dtype=np.float64)
-    if not np.isfinite(lib).all() or (lib < 0).any():
+    column = adata.obs[library_size_key]
+    if not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
         raise SpatialImputeInputError(
-            "library_size_key", "finite non-negative totals", f"invalid values in {argument}.obs[{library_size_key!r}]",
-            "recompute the totals from raw counts",
+            "library_size_key", "a numeric column of total counts", f"{argument}.obs[{library_size_key!r}] of dtype {column.dtype}",
+            "store each cell's total count as numbers",
+        )
+    lib = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    own = library_sizes(matrix)
+    # A cell's total over all genes cannot be below its total over the genes at hand.
+    bad = ~np.isfinite(lib) | (lib < own * (1 - 1e-6)) | ((lib <= 0) & (own > 0)) | (lib < 0)
+    if bad.any():
+        raise SpatialImputeInputError(
+            "library_size_key", f"finite totals >= each cell's own count sum in {argument} (and > 0 for cells with counts)",
+            f"{int(bad.sum())} invalid values in {argument}.obs[{library_size_key!r}] "
+            f"(e.g. {_preview(lib[bad][:3], 3)} for cells {_preview(adata.obs_names[bad][:3], 3)})",
+            "recompute the totals from raw counts over all measured genes, or pass library_size_key=None",
         )
     return lib
 
@@ -159,6 +178,50 @@ def _warn_if_not_counts(matrix, argument: str) -> None:
             f"{argument} holds non-integer values; SpatialImpute normalises raw counts itself. "
             f"If these are already normalised, pass the raw counts layer via {argument}_layer=."
         )
+
+
+def _match_gene_case(spatial_genes: pd.Index, reference_genes: pd.Index, ignore_case: bool) -> tuple[pd.Index, dict]:
+    """Spatial gene names, renamed to the reference's spelling when matching ignoring case.
+
+    Returns the (possibly renamed) spatial genes and ``{spatial name: reference name}`` of the
+    genes that match only ignoring case. Without ``ignore_case`` nothing is renamed and those
+    genes are named in a warning.
+    """
+    exact = set(reference_genes)
+    by_lower: dict[str, list[str]] = {}
+    for g in reference_genes:
+        by_lower.setdefault(g.lower(), []).append(g)
+    taken = set(spatial_genes) & exact
+    matches = {}
+    for g in spatial_genes:
+        if g in exact:
+            continue
+        candidates = [r for r in by_lower.get(g.lower(), []) if r not in taken]
+        if candidates:
+            matches[g] = candidates
+    if not matches:
+        return spatial_genes, {}
+    if not ignore_case:
+        _warn(
+            f"{len(matches)} spatial genes match reference genes only ignoring case "
+            f"({_preview([f'{g}~{c[0]}' for g, c in matches.items()], 5)}); they are treated as different genes. "
+            "Pass case_insensitive_genes=True if they are the same genes (not, e.g., mouse vs human symbols)"
+        )
+        return spatial_genes, {}
+    ambiguous = {g: c for g, c in matches.items() if len(c) > 1}
+    targets = [c[0] for c in matches.values()]
+    clashes = sorted({t for t in targets if targets.count(t) > 1})
+    if ambiguous or clashes:
+        found = ambiguous or {t: [g for g, c in matches.items() if c[0] == t] for t in clashes}
+        raise SpatialImputeInputError(
+            "case_insensitive_genes", "each gene matching at most one gene of the other dataset ignoring case",
+            f"ambiguous matches {_preview([f'{k}: {v}' for k, v in found.items()], 3)}",
+            "rename or drop the ambiguous genes, or match names exactly (case_insensitive_genes=False)",
+        )
+    renamed = {g: c[0] for g, c in matches.items()}
+    _warn(f"matched {len(renamed)} spatial genes to reference genes ignoring case: "
+          f"{_preview([f'{g}->{r}' for g, r in renamed.items()], 5)}")
+    return pd.Index([renamed.get(g, g) for g in spatial_genes]), renamed
 
 
 def resolve_targets(genes, spatial_genes: pd.Index, reference_genes: pd.Index) -> list[str]:
@@ -200,13 +263,14 @@ def _labels(spatial, reference, labels_key, reference_labels_key, ref_keep):
         return None, None
     if ref_key not in reference.obs:
         raise SpatialImputeInputError(
-            "reference_labels_key", "a column of reference.obs", repr(ref_key),
+            "reference_labels_key" if reference_labels_key is not None else "labels_key",
+            "a column of reference.obs", repr(ref_key),
             f"pass the label column of the reference (columns: {_preview(list(reference.obs.columns))})",
         )
     ref_values = reference.obs[ref_key].to_numpy()[ref_keep]
     if pd.isna(ref_values).any():
         raise SpatialImputeInputError(
-            "reference_labels_key", "a label for every reference cell", f"missing labels in reference.obs[{ref_key!r}]",
+            "reference_labels_key" if reference_labels_key is not None else "labels_key", "a label for every reference cell", f"missing labels in reference.obs[{ref_key!r}]",
             "fill or drop unlabelled reference cells",
         )
     ref_values = ref_values.astype(str)
@@ -244,6 +308,7 @@ def prepare_pair(
     labels_key: str | None = None,
     reference_labels_key: str | None = None,
     library_size_key: str | None = None,
+    case_insensitive_genes: bool = False,
 ) -> PairedData:
     """Validate a spatial + reference pair and align it on feature and target genes.
 
@@ -265,13 +330,26 @@ def prepare_pair(
         ``obs`` columns with cell labels (the reference column defaults to ``labels_key``).
     library_size_key
         ``spatial.obs`` column with each cell's total count over all measured genes; default
-        the row sums of the spatial matrix.
+        the row sums of the spatial matrix. Each value must be at least the cell's own count
+        sum and positive for cells with counts.
+    case_insensitive_genes
+        Match spatial genes to reference genes ignoring case when no exact match exists
+        (each such pair is reported in a warning, and must be unambiguous). By default
+        names match exactly and genes that match only ignoring case are named in a
+        warning (mouse ``Gad1`` and human ``GAD1`` are not the same gene).
 
     Returns
     -------
     PairedData
         Copies of everything the methods need; the inputs are not modified.
     """
+    check_bool(case_insensitive_genes, "case_insensitive_genes")
+    for value, name in ((spatial_layer, "spatial_layer"), (reference_layer, "reference_layer"),
+                        (labels_key, "labels_key"), (reference_labels_key, "reference_labels_key"),
+                        (library_size_key, "library_size_key"), (spatial_key, "spatial_key")):
+        if value is not None and not isinstance(value, str):
+            raise SpatialImputeInputError(name, "a string (a key of the AnnData)" + ("" if name == "spatial_key" else " or None"),
+                                          f"{value!r} ({type(value).__name__})", "pass the key's name")
     check_anndata(spatial, "spatial")
     check_anndata(reference, "reference")
     sp_matrix = get_matrix(spatial, spatial_layer, "spatial")
@@ -282,12 +360,14 @@ def prepare_pair(
 
     spatial_genes = pd.Index(spatial.var_names.astype(str))
     reference_genes = pd.Index(reference.var_names.astype(str))
+    spatial_genes, case_matches = _match_gene_case(spatial_genes, reference_genes, case_insensitive_genes)
     shared = spatial_genes.intersection(reference_genes, sort=False)
     if len(shared) == 0:
         lower_shared = set(spatial_genes.str.lower()) & set(reference_genes.str.lower())
         fix = "make both objects use the same gene identifiers (symbols or Ensembl IDs)"
         if lower_shared:
-            fix += f"; {len(lower_shared)} names match ignoring case: harmonise the case (e.g. mouse 'Gad1' vs human 'GAD1')"
+            fix += (f"; {len(lower_shared)} names match ignoring case: harmonise the case, or pass "
+                    "case_insensitive_genes=True if they are the same genes (not mouse 'Gad1' vs human 'GAD1')")
         raise SpatialImputeInputError(
             "reference", "genes shared with the spatial panel",
             f"no shared genes (spatial e.g. {_preview(spatial_genes, 3)}; reference e.g. {_preview(reference_genes, 3)})", fix,
@@ -358,6 +438,8 @@ def prepare_pair(
             "reference_layer": reference_layer,
             "library_size_key": library_size_key,
             "n_reference_cells_dropped": int((~ref_keep).sum()),
+            "case_insensitive_genes": case_insensitive_genes,
+            "genes_matched_ignoring_case": case_matches,
         },
     )
 

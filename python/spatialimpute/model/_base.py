@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -13,10 +14,20 @@ import torch
 from .._version import __version__
 from .._io import atomic_path, jsonable
 from .._settings import apply_num_threads, resolve_device, seed_everything
-from .._validation import SpatialImputeInputError, prepare_pair
+from .._validation import SpatialImputeInputError, check_anndata, check_int, prepare_pair
 
 _STATE_FILE = "state.safetensors"
 _META_FILE = "model.json"
+#: Version of the saved-folder layout; :meth:`BaseImputer.load` reads only this one.
+_FORMAT = 2
+#: Tensors the base class saves beside the method's state, to recognise the training data.
+_DATA_PREFIX = "_spatialimpute."
+#: ``prepare_pair`` options a saved model may carry, with the types each accepts.
+_DATA_KWARGS = {
+    "spatial_layer": (str, type(None)), "reference_layer": (str, type(None)), "spatial_key": (str,),
+    "labels_key": (str, type(None)), "reference_labels_key": (str, type(None)),
+    "library_size_key": (str, type(None)), "case_insensitive_genes": (bool,),
+}
 
 
 class BaseImputer:
@@ -39,9 +50,9 @@ class BaseImputer:
         Seed for everything random.
     device
         ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda[:N]"``.
-    spatial_layer, reference_layer, spatial_key, labels_key, reference_labels_key, library_size_key
-        Where to find counts, coordinates, labels and library sizes; see
-        :func:`spatialimpute._validation.prepare_pair`.
+    spatial_layer, reference_layer, spatial_key, labels_key, reference_labels_key, library_size_key, case_insensitive_genes
+        Where to find counts, coordinates, labels and library sizes, and how gene names
+        match; see :func:`spatialimpute._validation.prepare_pair`.
     num_threads
         CPU threads for torch (default: torch's own choice).
     **params
@@ -52,19 +63,21 @@ class BaseImputer:
 
     def __init__(self, spatial, reference, genes=None, *, seed: int = 0, device="auto", spatial_layer=None,
                  reference_layer=None, spatial_key: str = "spatial", labels_key=None, reference_labels_key=None,
-                 library_size_key=None, num_threads: int | None = None, **params):
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise SpatialImputeInputError("seed", "a non-negative integer", repr(seed), "pass e.g. seed=0")
-        self.seed = int(seed)
+                 library_size_key=None, case_insensitive_genes: bool = False, num_threads: int | None = None,
+                 **params):
+        self.seed = check_int(seed, "seed", minimum=0)
         self.device = resolve_device(device)
-        self.num_threads = num_threads
+        self.num_threads = None if num_threads is None else check_int(num_threads, "num_threads", minimum=1)
         self.data_kwargs = dict(
             spatial_layer=spatial_layer, reference_layer=reference_layer, spatial_key=spatial_key,
             labels_key=labels_key, reference_labels_key=reference_labels_key, library_size_key=library_size_key,
+            case_insensitive_genes=case_insensitive_genes,
         )
         self.params = self._merge_params(params)
         self.paired = prepare_pair(spatial, reference, genes, **self.data_kwargs)
         self._spatial_obs = spatial.obs.copy()
+        self._reference_names = [str(name) for name in reference.obs_names]
+        self._output_order: np.ndarray | None = None  # rows of a loaded model's results, in the caller's order
         self.history: dict[str, list[float]] = {}
         self.timings: dict[str, float] = {}
         self.is_trained = False
@@ -153,6 +166,8 @@ class BaseImputer:
         result = anndata.AnnData(X=prediction, obs=obs, var=var)
         result.obsm["spatial"] = self.paired.coords.copy()
         result.uns["spatialimpute"] = self.provenance()
+        if self._output_order is not None:
+            result = result[self._output_order].copy()
         return result
 
     def provenance(self) -> dict:
@@ -174,21 +189,30 @@ class BaseImputer:
         }
 
     def save(self, path) -> None:
-        """Save the trained model to directory ``path`` (safetensors + JSON, atomic)."""
+        """Save the trained model to directory ``path`` (safetensors + JSON, atomic).
+
+        Besides the method's state the folder records the names of the spatial and reference
+        cells, the feature and target genes, and the coordinates and library sizes of the
+        training cells, so that :meth:`load` can follow names and refuse other data.
+        """
         from safetensors.torch import save_file
 
         if not self.is_trained:
             raise RuntimeError("train() the model before saving it")
         state = self._state_dict()
         tensors = {k: _to_tensor(v) for k, v in state.items() if isinstance(v, (torch.Tensor, np.ndarray))}
+        tensors.update({_DATA_PREFIX + k: _to_tensor(v) for k, v in self._data_fingerprint().items()})
         extra = {k: v for k, v in state.items() if k not in tensors}
         meta = {
+            "format": _FORMAT,
             "method": self.method_name,
             "version": __version__,
             "params": jsonable(self.params),
             "seed": self.seed,
             "feature_genes": list(self.paired.feature_genes),
             "target_genes": list(self.paired.target_genes),
+            "cell_names": [str(c) for c in self.paired.cell_names],
+            "reference_cell_names": list(self._reference_names),
             "data": jsonable(self.data_kwargs),
             "history": self.history,
             "timings": self.timings,
@@ -196,41 +220,79 @@ class BaseImputer:
         }
         with atomic_path(path) as tmp:
             tmp.mkdir()
-            save_file(tensors, str(tmp / _STATE_FILE))
+            save_file(tensors, str(tmp / _STATE_FILE), metadata={"method": self.method_name, "identity": _identity(meta)})
             (tmp / _META_FILE).write_text(json.dumps(meta, indent=1))
+
+    def _data_fingerprint(self) -> dict[str, np.ndarray]:
+        p = self.paired
+        return {"coords": p.coords, "spatial_library_size": p.spatial_library_size,
+                "reference_library_size": p.reference_library_size}
 
     @classmethod
     def load(cls, path, spatial, reference, *, device="auto", num_threads: int | None = None):
         """Load a model saved with :meth:`save` and bind it to ``spatial`` and ``reference``.
 
-        The spatial object must hold the same feature genes the model was trained on.
+        The model keeps per-cell state, so ``spatial`` and ``reference`` must hold the cells
+        it was trained on (matched by name, in any order) with the same coordinates and
+        counts, and the panel genes it used (in any column order). Results follow the
+        caller's cell order. The folder is checked like user input: a damaged, edited or
+        mixed folder raises :class:`~spatialimpute.SpatialImputeInputError`.
         """
-        from safetensors.torch import load_file
-
         path = Path(path)
-        meta_file = path / _META_FILE
-        if not meta_file.is_file():
-            raise SpatialImputeInputError("path", f"a directory written by {cls.__name__}.save()", str(path), "check the path")
-        meta = json.loads(meta_file.read_text())
-        if meta["method"] != cls.method_name:
+        meta = _read_meta(path, cls)
+        tensors = _read_tensors(path, meta)
+        check_anndata(spatial, "spatial")
+        check_anndata(reference, "reference")
+        spatial_rows = _rows_by_name(spatial, meta["cell_names"], "spatial")
+        reference_rows = _rows_by_name(reference, meta["reference_cell_names"], "reference")
+        same = np.array_equal(spatial_rows, np.arange(spatial.n_obs))
+        model = cls(
+            spatial if same else spatial[spatial_rows],
+            reference if np.array_equal(reference_rows, np.arange(reference.n_obs)) else reference[reference_rows],
+            genes=meta["target_genes"], seed=meta["seed"], device=device, num_threads=num_threads,
+            **meta["data"], **meta["params"],
+        )
+        model._check_same_data(meta, {k[len(_DATA_PREFIX):]: tensors.pop(k) for k in list(tensors)
+                                      if k.startswith(_DATA_PREFIX)})
+        state = {k: v.to(model.device) for k, v in tensors.items()}
+        state.update(meta["state"])
+        try:
+            model._load_state_dict(state)
+        except SpatialImputeInputError:
+            raise
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError, AttributeError) as err:
             raise SpatialImputeInputError(
-                "path", f"a saved {cls.method_name!r} model", f"a {meta['method']!r} model", f"load it with the {meta['method']} class",
-            )
-        model = cls(spatial, reference, genes=meta["target_genes"], seed=meta["seed"], device=device,
-                    num_threads=num_threads, **meta["data"], **meta["params"])
-        if model.paired.feature_genes != meta["feature_genes"]:
-            missing = sorted(set(meta["feature_genes"]) - set(model.paired.feature_genes))
+                str(path), f"the state of a saved {cls.method_name!r} model", f"{type(err).__name__}: {err}",
+                "the folder is damaged or was edited: save the model again",
+            ) from err
+        model.history = meta["history"]
+        model.timings = meta["timings"]
+        model.is_trained = True
+        if not same:
+            model._output_order = pd.Index(meta["cell_names"]).get_indexer(spatial.obs_names.astype(str))
+        return model
+
+    def _check_same_data(self, meta: dict, saved: dict) -> None:
+        """Refuse data that differs from the training data in genes, coordinates or counts."""
+        have, want = set(self.paired.feature_genes), set(meta["feature_genes"])
+        if have != want:
             raise SpatialImputeInputError(
                 "spatial", "the panel genes the model was trained on",
-                f"a different gene set (missing {missing[:5]})", "pass the spatial data the model was trained with",
+                f"missing {sorted(want - have)[:5]}, extra {sorted(have - want)[:5]}",
+                "pass the spatial data the model was trained with",
             )
-        state = {k: v.to(model.device) for k, v in load_file(str(path / _STATE_FILE)).items()}
-        state.update(meta.get("state", {}))
-        model._load_state_dict(state)
-        model.history = meta.get("history", {})
-        model.timings = meta.get("timings", {})
-        model.is_trained = True
-        return model
+        if self.paired.feature_genes != meta["feature_genes"]:  # same genes, other column order
+            self.paired = _with_feature_order(self.paired, meta["feature_genes"])
+        for key, now in self._data_fingerprint().items():
+            before = saved.get(key)
+            if before is None or tuple(before.shape) != now.shape or not np.allclose(
+                    before.numpy(), now, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(now).max(initial=0)))):
+                argument = "reference" if key.startswith("reference") else "spatial"
+                raise SpatialImputeInputError(
+                    argument, f"the {key.replace('_', ' ')} of the cells the model was trained on",
+                    "different values for the same cell names",
+                    "a saved model imputes only its training data: train a new model for new data",
+                )
 
     def __repr__(self) -> str:
         p = self.paired
@@ -242,3 +304,116 @@ class BaseImputer:
 def _to_tensor(value) -> torch.Tensor:
     tensor = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
     return tensor.detach().cpu().contiguous()
+
+
+def _with_feature_order(paired, genes: list[str]):
+    """``paired`` with its feature genes (columns of the spatial and reference matrices) in ``genes`` order."""
+    import dataclasses
+
+    order = pd.Index(paired.feature_genes).get_indexer(genes)
+    columns = np.concatenate([order, np.arange(paired.n_features, paired.n_features + paired.n_targets)])
+    return dataclasses.replace(
+        paired, feature_genes=list(genes), spatial_X=paired.spatial_X[:, order],
+        spatial_counts=paired.spatial_counts[:, order], reference_X=paired.reference_X[:, columns],
+        reference_counts=paired.reference_counts[:, columns],
+    )
+
+
+def _identity(meta: dict) -> str:
+    """Digest of what a saved folder's weights belong to (method, genes and cells)."""
+    keys = ("method", "feature_genes", "target_genes", "cell_names", "reference_cell_names")
+    return hashlib.sha256(json.dumps([meta[k] for k in keys]).encode()).hexdigest()
+
+
+def _is_str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+_META_CHECKS = {
+    "format": (lambda v: v == _FORMAT, f"{_FORMAT} (the layout this version reads)"),
+    "method": (lambda v: isinstance(v, str), "a method name"),
+    "version": (lambda v: isinstance(v, str), "a version string"),
+    "params": (lambda v: isinstance(v, dict), "an object of hyper-parameters"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer"),
+    "feature_genes": (lambda v: _is_str_list(v) and len(v) > 0, "a non-empty list of gene names"),
+    "target_genes": (lambda v: _is_str_list(v) and len(v) > 0, "a non-empty list of gene names"),
+    "cell_names": (lambda v: _is_str_list(v) and len(v) > 0, "a non-empty list of cell names"),
+    "reference_cell_names": (lambda v: _is_str_list(v) and len(v) > 0, "a non-empty list of cell names"),
+    "data": (lambda v: isinstance(v, dict) and set(v) == set(_DATA_KWARGS)
+             and all(isinstance(v[k], t) for k, t in _DATA_KWARGS.items()),
+             f"an object with exactly the keys {sorted(_DATA_KWARGS)}"),
+    "history": (lambda v: isinstance(v, dict) and all(isinstance(x, list) for x in v.values()), "an object of lists"),
+    "timings": (lambda v: isinstance(v, dict), "an object"),
+    "state": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def _read_meta(path: Path, cls) -> dict:
+    """Read and check ``model.json`` of a saved folder like user input."""
+    where = str(path / _META_FILE)
+    if not (path / _META_FILE).is_file():
+        raise SpatialImputeInputError("path", f"a directory written by {cls.__name__}.save()",
+                                      f"{str(path)!r} ({'no ' + _META_FILE if path.is_dir() else 'not a directory'})",
+                                      "check the path")
+    try:
+        meta = json.loads((path / _META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SpatialImputeInputError(where, "a readable JSON file", f"{type(err).__name__}: {err}",
+                                      "the folder is damaged: save the model again") from err
+    if not isinstance(meta, dict):
+        raise SpatialImputeInputError(where, "a JSON object", type(meta).__name__, "the folder is damaged: save the model again")
+    missing = sorted(set(_META_CHECKS) - set(meta))
+    unknown = sorted(set(meta) - set(_META_CHECKS))
+    if missing or unknown:
+        raise SpatialImputeInputError(where, f"exactly the keys {sorted(_META_CHECKS)}",
+                                      f"missing {missing}, unknown {unknown}",
+                                      "save the model again with this version of spatialimpute")
+    for key, (ok, expected) in _META_CHECKS.items():
+        if not ok(meta[key]):
+            raise SpatialImputeInputError(f"{where}: {key}", expected, repr(meta[key])[:80],
+                                          "the folder is damaged or was edited: save the model again")
+    if meta["method"] != cls.method_name:
+        raise SpatialImputeInputError(
+            "path", f"a saved {cls.method_name!r} model", f"a {meta['method']!r} model", f"load it with the {meta['method']} class",
+        )
+    unknown = sorted(set(meta["params"]) - set(cls.default_params()))
+    if unknown:
+        raise SpatialImputeInputError(f"{where}: params", f"parameters of method {cls.method_name!r}",
+                                      f"unknown {unknown}", "the folder was edited: save the model again")
+    return meta
+
+
+def _read_tensors(path: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """Read ``state.safetensors`` and check that it belongs to ``meta``."""
+    from safetensors import safe_open
+
+    where = str(path / _STATE_FILE)
+    try:
+        with safe_open(where, framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types, OSError and others on damage
+        raise SpatialImputeInputError(where, "the weights file of a saved model", f"{type(err).__name__}: {err}",
+                                      "the folder is damaged: save the model again") from err
+    if header.get("method") != meta["method"] or header.get("identity") != _identity(meta):
+        raise SpatialImputeInputError(
+            where, f"the weights saved with {_META_FILE} (method {meta['method']!r}, same genes and cells)",
+            f"weights of {header.get('method')!r} that do not match {_META_FILE}",
+            "the folder was edited or mixed with another one: save the model again",
+        )
+    return tensors
+
+
+def _rows_by_name(adata, names: list[str], argument: str) -> np.ndarray:
+    """Positions in ``adata`` of the saved cell ``names``; refuse missing or extra cells."""
+    have = pd.Index(adata.obs_names.astype(str))
+    saved = pd.Index(names)
+    missing, extra = saved.difference(have, sort=False), have.difference(saved, sort=False)
+    if len(missing) or len(extra):
+        raise SpatialImputeInputError(
+            argument, f"the {len(saved)} cells the model was trained on (matched by name, any order)",
+            f"{adata.n_obs} cells: {len(missing)} of the model's cells missing (e.g. {list(missing[:3])}), "
+            f"{len(extra)} unknown (e.g. {list(extra[:3])})",
+            "a saved model imputes only its training data: pass those cells, or train a new model",
+        )
+    return have.get_indexer(saved)

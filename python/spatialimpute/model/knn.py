@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._validation import check_choice
+from .._validation import SpatialImputeInputError, check_bool, check_choice, check_int
 from ..data.neighbors import knn_cosine, weighted_neighbor_mean
 from ..data.normalize import standardize_genes
 from ..reliability import reliability_from_heldout
@@ -111,11 +111,21 @@ class KNNImpute(BaseImputer):
     def default_params(cls) -> dict:
         return {"k": 50, "n_components": 30, "weighting": "similarity", "reliability": True}
 
+    @classmethod
+    def _merge_params(cls, params: dict) -> dict:
+        """Defaults merged with ``params``, each checked before any work."""
+        p = super()._merge_params(params)
+        p["k"] = check_int(p["k"], "k", minimum=1)
+        p["n_components"] = check_int(p["n_components"], "n_components", minimum=1)
+        check_choice(p["weighting"], "weighting", ["similarity", "uniform"])
+        p["reliability"] = check_bool(p["reliability"], "reliability")
+        return p
+
     def _fit(self) -> None:
-        check_choice(self.params["weighting"], "weighting", ["similarity", "uniform"])
         p = self.params
         self._neighbors = find_knn(self.paired, np.arange(self.paired.n_features), np.arange(self.paired.n_cells),
-                                   k=p["k"], n_components=p["n_components"], seed=self.seed, device=self.device)
+                                   k=min(p["k"], self.paired.n_reference), n_components=p["n_components"],
+                                   seed=self.seed, device=self.device)
 
     def _predict(self) -> np.ndarray:
         target_cols = np.arange(self.paired.n_features, self.paired.n_features + self.paired.n_targets)
@@ -125,7 +135,7 @@ class KNNImpute(BaseImputer):
         if not self.params["reliability"]:
             return np.full(prediction.shape[1], np.nan)
         p = self.params
-        predict_heldout = knn_heldout_predictor(self.paired, k=p["k"], n_components=p["n_components"],
+        predict_heldout = knn_heldout_predictor(self.paired, k=min(p["k"], self.paired.n_reference), n_components=p["n_components"],
                                                 weighting=p["weighting"], seed=self.seed, device=self.device)
         return reliability_from_heldout(self.paired, predict_heldout, prediction, seed=self.seed)
 
@@ -134,4 +144,14 @@ class KNNImpute(BaseImputer):
         return {"indices": indices, "distances": distances}
 
     def _load_state_dict(self, state: dict) -> None:
-        self._neighbors = (state["indices"].to(torch.int64), state["distances"])
+        indices, distances = state["indices"].to(torch.int64), state["distances"].to(torch.float32)
+        k = min(self.params["k"], self.paired.n_reference)
+        shape = (self.paired.n_cells, k)
+        if (tuple(indices.shape) != shape or tuple(distances.shape) != shape
+                or indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.paired.n_reference)):
+            raise SpatialImputeInputError(
+                "path", f"neighbour tables of shape {shape} indexing {self.paired.n_reference} reference cells",
+                f"indices {tuple(indices.shape)}, distances {tuple(distances.shape)}",
+                "the folder is damaged or was edited: save the model again",
+            )
+        self._neighbors = (indices, distances)
