@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from spatialimpute._validation import SpatialImputeInputError
 from spatialimpute.data import embeddings as E
 from spatialimpute.data.embeddings import (
     GeneEmbeddings,
@@ -100,8 +101,10 @@ def test_bad_tables_raise_clear_errors(tmp_path):
     (tmp_path / "nan.csv").write_text("gene,a,b\nX,1,\n")
     with pytest.raises(ValueError, match="NaN"):
         read_embedding_table(tmp_path / "nan.csv")
-    with pytest.raises(FileNotFoundError, match="no file"):
+    with pytest.raises(SpatialImputeInputError, match="no file"):
         read_embedding_table(tmp_path / "missing.csv")
+    with pytest.raises(SpatialImputeInputError, match="a directory"):
+        read_embedding_table(tmp_path)
 
 
 def test_combine_prefers_first_source_and_rejects_mismatched_widths():

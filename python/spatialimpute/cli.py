@@ -4,30 +4,55 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from ._settings import settings
-from ._validation import SpatialImputeInputError
+from ._validation import SpatialImputeInputError, check_int
 
 _METHOD_HELP = "stimpute (default), stgnet or knn"
 
 
-def _read(path: str):
+def _read(path: str, argument: str):
     """Read an .h5ad (or, with the R extra, an .rds) file; returns (AnnData, rds_info or None)."""
     p = Path(path)
     if not p.is_file():
-        raise SpatialImputeInputError("path", "an existing file", repr(path), "check the path")
+        raise SpatialImputeInputError(argument, "an existing file", repr(path) + (" (a directory)" if p.is_dir() else ""),
+                                      "check the path")
     if p.suffix.lower() == ".rds":
         from . import rbridge
 
         return rbridge.read_rds(p)
     if p.suffix.lower() != ".h5ad":
-        raise SpatialImputeInputError("path", "an .h5ad or .rds file", repr(path), "convert the data to AnnData (.h5ad)")
+        raise SpatialImputeInputError(argument, "an .h5ad or .rds file", repr(path), "convert the data to AnnData (.h5ad)")
     import anndata
 
-    return anndata.read_h5ad(p), None
+    try:
+        return anndata.read_h5ad(p), None
+    except Exception as err:  # h5py/anndata raise many types on damaged or foreign files
+        size = p.stat().st_size
+        raise SpatialImputeInputError(
+            argument, "an AnnData .h5ad file", f"{path!r} ({size} bytes) unreadable: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"[:300],
+            "check that the file is complete (copy or write it again) and was written by anndata",
+        ) from err
+
+
+def _check_out(out: Path, argument: str = "--out") -> None:
+    """Refuse an output path that cannot be written, before any work."""
+    if out.is_dir():
+        raise SpatialImputeInputError(argument, "a file path", f"{str(out)!r} is a directory", "name a file inside it")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SpatialImputeInputError(argument, "a path whose folders are directories", f"{str(parent)!r} is a file",
+                                      "choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SpatialImputeInputError(argument, "a writable folder", f"no write permission in {str(parent)!r}",
+                                      "choose another output path")
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -45,7 +70,11 @@ def _parse_params(items: list[str]) -> dict:
 
 def _genes(args) -> list[str] | None:
     if args.genes_file:
-        lines = Path(args.genes_file).read_text().split()
+        try:
+            lines = Path(args.genes_file).read_text(encoding="utf-8").split()
+        except (OSError, UnicodeDecodeError) as err:
+            raise SpatialImputeInputError("--genes-file", "a readable text file with one gene per line",
+                                          f"{args.genes_file!r}: {type(err).__name__}", "check the path") from err
         return [g for g in lines if g]
     if args.genes:
         return [g.strip() for g in args.genes.split(",") if g.strip()]
@@ -56,24 +85,28 @@ def cmd_impute(args) -> int:
     from . import impute
     from ._io import write_h5ad
 
-    spatial, sp_info = _read(args.spatial)
-    reference, _ = _read(args.reference)
     out = Path(args.out)
     if out.suffix.lower() not in (".h5ad", ".rds"):
         raise SpatialImputeInputError("--out", "a path ending in .h5ad or .rds", repr(args.out), "e.g. --out imputed.h5ad")
+    if out.suffix.lower() == ".rds" and Path(args.spatial).suffix.lower() != ".rds":
+        raise SpatialImputeInputError("--out", "an .h5ad path when --spatial is not an .rds file", repr(args.out),
+                                      "write .rds only when the spatial input is an .rds file")
+    _check_out(out)
+    params = _parse_params(args.param)
+    genes = _genes(args)
+    spatial, sp_info = _read(args.spatial, "--spatial")
+    reference, _ = _read(args.reference, "--reference")
     kwargs = dict(
         spatial_layer=args.spatial_layer, reference_layer=args.reference_layer, spatial_key=args.spatial_key,
         labels_key=args.labels_key, reference_labels_key=args.reference_labels_key, num_threads=args.threads,
+        case_insensitive_genes=args.case_insensitive_genes,
     )
     start = time.perf_counter()
-    result = impute(spatial, reference, method=args.method, genes=_genes(args), seed=args.seed, device=args.device,
-                    **kwargs, **_parse_params(args.param))
+    result = impute(spatial, reference, method=args.method, genes=genes, seed=args.seed, device=args.device,
+                    **kwargs, **params)
     if out.suffix.lower() == ".rds":
         from . import rbridge
 
-        if sp_info is None:
-            raise SpatialImputeInputError("--out", "an .h5ad path when --spatial is an .h5ad file", repr(args.out),
-                                          "write .rds only when the spatial input is an .rds file")
         rbridge.write_rds(result, sp_info, out)
     else:
         write_h5ad(result, out)
@@ -92,8 +125,10 @@ def cmd_benchmark(args) -> int:
         if not sep or not name:
             raise SpatialImputeInputError("--param", "METHOD.KEY=VALUE", repr(key), "e.g. --param knn.k=30")
         method_params.setdefault(method, {})[name] = value
+    spatial = _read(args.spatial, "--spatial")[0] if args.spatial else None
+    reference = _read(args.reference, "--reference")[0] if args.reference else None
     result = run_benchmark(
-        dataset=args.dataset, spatial=args.spatial, reference=args.reference, methods=args.methods,
+        dataset=args.dataset, spatial=spatial, reference=reference, methods=args.methods,
         out=args.out, n_folds=args.folds, seed=args.seed, device=args.device, data_dir=args.data_dir,
         method_params=method_params, labels_key=args.labels_key, clustering=not args.no_clustering,
         save_predictions=args.save_predictions,
@@ -185,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Impute the genes an imaging spatial-transcriptomics panel did not measure, from a scRNA-seq reference.",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p, seed_default=0):
@@ -206,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spatial-key", default="spatial", help="obsm key of the coordinates (default %(default)s)")
     p.add_argument("--labels-key", help="obs column with cell labels (used by stgnet)")
     p.add_argument("--reference-labels-key", help="reference obs column with labels (default: --labels-key)")
+    p.add_argument("--case-insensitive-genes", action="store_true",
+                   help="match spatial and reference gene names ignoring case (reported in a warning)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method hyper-parameter, repeatable")
     common(p)
     p.set_defaults(func=cmd_impute)
@@ -255,10 +293,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_progress:
         settings.progress = False
     try:
+        if getattr(args, "threads", None) is not None:
+            check_int(args.threads, "--threads", minimum=1)
         return args.func(args)
     except (SpatialImputeInputError, FileNotFoundError) as err:
+        if args.debug:
+            raise
         print(f"spatialimpute {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # a bug or an environment problem: one line unless --debug
+        if args.debug:
+            raise
+        message = str(err).splitlines()[0] if str(err) else ""
+        print(f"spatialimpute {args.command}: internal error: {type(err).__name__}: {message} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

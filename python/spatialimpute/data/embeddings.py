@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._validation import SpatialImputeInputError, check_choice
+
 __all__ = [
     "GeneEmbeddings",
     "EmbeddingCoverage",
@@ -98,22 +100,29 @@ class GeneEmbeddings:
     _index: dict = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        where = f"gene_embeddings ({self.source or 'input'})"
         genes = tuple(str(g) for g in self.genes)
-        v = np.ascontiguousarray(np.asarray(self.vectors, dtype=np.float32))
+        try:
+            v = np.ascontiguousarray(np.asarray(self.vectors, dtype=np.float32))
+        except (TypeError, ValueError) as err:
+            raise SpatialImputeInputError(where, "a numeric (genes x dim) matrix", f"{type(err).__name__}: {err}",
+                                          "keep only numbers besides the gene names") from None
         if v.ndim != 2 or v.shape[0] != len(genes):
-            raise ValueError(
-                f"vectors: expected shape ({len(genes)}, dim), found {v.shape}; fix: one row "
-                "per gene."
-            )
+            raise SpatialImputeInputError(where, f"a matrix of shape ({len(genes)}, dim), one row per gene",
+                                          f"shape {v.shape}", "give one vector per gene name")
         if v.shape[0] and not np.isfinite(v).all():
             bad = [genes[i] for i in np.flatnonzero(~np.isfinite(v).all(axis=1))[:5]]
-            raise ValueError(
-                f"gene embeddings ({self.source or 'input'}): expected finite numbers, found "
-                f"NaN/Inf for {bad}; fix: remove or repair those rows."
-            )
+            raise SpatialImputeInputError(where, "finite numbers", f"NaN/Inf for {bad}", "remove or repair those rows")
         index: dict[str, int] = {}
+        clashes: list[str] = []
         for i, g in enumerate(genes):
-            index.setdefault(g.upper(), i)  # first occurrence wins on case-insensitive clashes
+            if index.setdefault(g.upper(), i) != i:
+                clashes.append(f"{genes[index[g.upper()]]}/{g}")
+        if clashes:
+            raise SpatialImputeInputError(
+                where, "each gene once (names match case-insensitively)", f"duplicated genes {clashes[:5]}",
+                "keep one row per gene (or combine sources with combine_embeddings, where the first source wins)",
+            )
         v.setflags(write=False)
         object.__setattr__(self, "genes", genes)
         object.__setattr__(self, "vectors", v)
@@ -190,43 +199,62 @@ def read_embedding_table(
     GeneEmbeddings
     """
     p = Path(path)
+    check_choice(orientation, "orientation", ["auto", "rows", "columns"])
     if not p.is_file():
-        raise FileNotFoundError(
-            f"gene_embeddings: expected an existing table file, found no file at {str(p)!r}; "
-            "fix: check the path."
+        raise SpatialImputeInputError(
+            "gene_embeddings", "an existing table file",
+            f"{'a directory' if p.is_dir() else 'no file'} at {str(p)!r}", "check the path",
         )
-    if orientation not in ("auto", "rows", "columns"):
-        raise ValueError(
-            f"orientation: expected 'auto', 'rows' or 'columns', found {orientation!r}."
+    try:
+        genes, vec = (_read_npz if p.name.lower().endswith(".npz") else _read_text_or_parquet)(p, sep, orientation)
+    except SpatialImputeInputError:
+        raise
+    except Exception as err:  # pandas, gzip, pyarrow and numpy raise many types on damaged files
+        message = str(err).splitlines()[0] if str(err) else ""
+        raise SpatialImputeInputError(
+            f"gene_embeddings ({p})", "a readable CSV/TSV (gzip ok), Parquet or NPZ table",
+            f"{type(err).__name__}: {message}"[:300],
+            "check that the file is complete, in one of these formats, and that NPZ arrays are not object arrays",
+        ) from None
+    if len(genes) == 0 or vec.ndim != 2 or vec.shape[1] == 0:
+        raise SpatialImputeInputError(
+            f"gene_embeddings ({p})", "at least one gene with at least one number", f"a table of shape {vec.shape}",
+            "check the separator (sep=) and that the first column holds gene symbols",
         )
-    if p.name.lower().endswith(".npz"):
-        with np.load(p, allow_pickle=False) as z:
-            keys = set(z.files)
-            vkey = "embeddings" if "embeddings" in keys else "vectors" if "vectors" in keys else None
-            if "genes" not in keys or vkey is None:
-                raise ValueError(
-                    f"gene_embeddings ({p}): expected NPZ arrays 'genes' and 'embeddings' (or "
-                    f"'vectors'), found {sorted(keys)}; fix: save with "
-                    "np.savez(path, genes=np.array(names, dtype=str), embeddings=matrix)."
-                )
-            genes = [str(g) for g in z["genes"].tolist()]
-            vec = np.asarray(z[vkey], dtype=np.float32)
-        if orientation == "columns":
-            vec = vec.T
-        if vec.ndim != 2 or vec.shape[0] != len(genes):
-            raise ValueError(
-                f"gene_embeddings ({p}): 'genes' has {len(genes)} names but the matrix has "
-                f"shape {vec.shape}; fix: one row per gene."
-            )
-        return GeneEmbeddings(tuple(genes), vec, source=str(p))
+    return GeneEmbeddings(tuple(genes), vec, source=str(p))
 
+
+def _read_npz(p: Path, sep, orientation: str) -> tuple[list[str], np.ndarray]:
+    with np.load(p, allow_pickle=False) as z:
+        keys = set(z.files)
+        vkey = "embeddings" if "embeddings" in keys else "vectors" if "vectors" in keys else None
+        if "genes" not in keys or vkey is None:
+            raise SpatialImputeInputError(
+                f"gene_embeddings ({p})", "NPZ arrays 'genes' and 'embeddings' (or 'vectors')", f"{sorted(keys)}",
+                "save with np.savez(path, genes=np.array(names, dtype=str), embeddings=matrix)",
+            )
+        names, vec = z["genes"], z[vkey]
+    if names.ndim != 1 or names.dtype.kind not in "US" or vec.dtype.kind not in "iuf" or vec.ndim != 2:
+        raise SpatialImputeInputError(
+            f"gene_embeddings ({p})", "'genes' a 1-D string array and the matrix a 2-D numeric array",
+            f"'genes' {names.dtype} of shape {names.shape}, {vkey!r} {vec.dtype} of shape {vec.shape}",
+            "save with np.savez(path, genes=np.array(names, dtype=str), embeddings=matrix)",
+        )
+    vec = vec.astype(np.float32)
+    return [str(g) for g in names.tolist()], (vec.T if orientation == "columns" else vec)
+
+
+def _read_text_or_parquet(p: Path, sep, orientation: str) -> tuple[list[str], np.ndarray]:
     df = _read_frame(p, sep)
-    if p.name.lower().endswith((".parquet", ".pq")) and isinstance(df.index, pd.RangeIndex):
+    if p.name.lower().endswith((".parquet", ".pq")) and isinstance(df.index, pd.RangeIndex) and df.shape[1]:
         first = df.columns[0]
         if df[first].dtype == object:
             df = df.set_index(first)
     if df.shape[0] == 0 or df.shape[1] == 0:
-        raise ValueError(f"gene_embeddings ({p}): the table is empty (shape {df.shape}).")
+        raise SpatialImputeInputError(
+            f"gene_embeddings ({p})", "a header row, then one row per gene: its symbol and its numbers",
+            f"an empty table (shape {df.shape})", "check the separator (sep=) and the file's content",
+        )
 
     def _all_int(labels) -> bool:
         try:
@@ -239,16 +267,17 @@ def read_embedding_table(
         orientation = "columns" if _all_int(df.index) and not _all_int(df.columns) else "rows"
     if orientation == "columns":
         df = df.T
+    if df.index.isna().any():
+        raise SpatialImputeInputError(f"gene_embeddings ({p})", "a gene symbol on every row",
+                                      f"{int(df.index.isna().sum())} rows without one", "fill in or drop those rows")
     try:
         vec = df.to_numpy(dtype=np.float32)
     except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"gene_embeddings ({p}): expected numeric values besides the gene-name column, "
-            f"found non-numeric entries ({err}); fix: keep gene symbols in the first column "
-            "only."
+        raise SpatialImputeInputError(
+            f"gene_embeddings ({p})", "numeric values besides the gene-name column", f"non-numeric entries ({err})",
+            "keep gene symbols in the first column only, and check the separator (sep=)",
         ) from None
-    genes = tuple(str(g) for g in df.index)
-    return GeneEmbeddings(genes, vec, source=str(p))
+    return [str(g) for g in df.index], vec
 
 
 # --------------------------------------------------------------------------- FASTA
@@ -613,9 +642,9 @@ def combine_embeddings(*sources: GeneEmbeddings) -> GeneEmbeddings:
     dims = {s.dim for s in sources}
     if len(dims) > 1:
         desc = ", ".join(f"{s.source or 'input'}: {s.dim}" for s in sources)
-        raise ValueError(
-            f"gene_embeddings: expected one vector width across sources, found {desc}; fix: "
-            "use embeddings from the same model (or one source plus the expression fallback)."
+        raise SpatialImputeInputError(
+            "gene_embeddings", "one vector width across sources", desc,
+            "use embeddings from the same model (or one source plus the expression fallback)",
         )
     seen: set[str] = set()
     genes: list[str] = []
@@ -681,9 +710,9 @@ def resolve_gene_embeddings(
                 )
             )
         else:
-            raise TypeError(
-                "gene_embeddings: expected None, a table path, a GeneEmbeddings, a DataFrame "
-                f"(rows = genes) or a mapping gene -> vector, found {type(it).__name__}."
+            raise SpatialImputeInputError(
+                "gene_embeddings", "None, a table path, a GeneEmbeddings, a DataFrame (rows = genes) "
+                "or a mapping gene -> vector (or a list of these)", type(it).__name__, "pass one of these",
             )
     if esm_fasta is not None or esm_checkpoint is not None:
         if esm_fasta is None:
