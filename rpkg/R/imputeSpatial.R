@@ -170,6 +170,36 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
     }
 }
 
+#' Refuse counts with NA/NaN/Inf before they reach the core, naming the assay argument.
+#' @noRd
+.check_counts <- function(mat, arg, xarg) {
+    values <- if (methods::is(mat, "dgCMatrix")) mat@x else mat
+    bad <- sum(!is.finite(values))
+    if (bad > 0L) {
+        stop("'", arg, "': the counts of '", xarg, "' must be finite numbers; found ", bad,
+             " NA/NaN/Inf value(s). Replace them (e.g. with 0) or drop the affected cells ",
+             "or genes.", call. = FALSE)
+    }
+}
+
+#' Refuse a reference that shares no gene name with the spatial panel.
+#' @noRd
+.check_shared_genes <- function(sp_genes, ref_genes, ignore_case) {
+    shared <- if (ignore_case) intersect(tolower(sp_genes), tolower(ref_genes)) else
+        intersect(sp_genes, ref_genes)
+    if (!length(shared)) {
+        hint <- if (!ignore_case && length(intersect(tolower(sp_genes), tolower(ref_genes)))) {
+            paste0(" Some names match ignoring case: harmonise them, or pass ",
+                   "case_insensitive_genes = TRUE if they are the same genes.")
+        } else {
+            " Use the same gene identifiers (symbols or Ensembl IDs) in both objects."
+        }
+        stop("'sce': the reference shares no gene names with the panel of 'spe' (e.g. spe: ",
+             paste(utils::head(sp_genes, 3), collapse = ", "), "; sce: ",
+             paste(utils::head(ref_genes, 3), collapse = ", "), ").", hint, call. = FALSE)
+    }
+}
+
 #' Whole-number doubles of length one become integers (Python ints) for the core.
 #' @noRd
 .as_python_params <- function(dots) {
@@ -200,6 +230,9 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
     .check_args(genes, method, seed, device, num.threads, verbose)
     ref <- .extract(sce, ref.assay.type, "ref.assay.type", "sce", "reference")
     dots <- .as_python_params(dots)
+    .check_counts(sp$mat, "assay.type", "spe")
+    .check_counts(ref$mat, "ref.assay.type", "sce")
+    .check_shared_genes(sp$genes, ref$genes, isTRUE(dots$case_insensitive_genes))
     keys <- dots[intersect(names(dots), c("labels_key", "reference_labels_key",
                                           "library_size_key"))]
     keys <- keys[!vapply(keys, is.null, logical(1))]

@@ -46,15 +46,13 @@ test_that("errors from the Python core arrive as R errors with the Python messag
     spe <- toy_sce_spatial(toy)
     before <- spe
     ref <- toy_sce_reference(toy)
-    # No shared genes.
-    other <- ref
-    rownames(other) <- paste0("X_", rownames(ref))
-    err <- expect_error(imputeSpatial(spe, other, method = "knn"), "shared")
+    # Unknown target gene (no shared genes is refused in R, see below), unknown method.
+    err <- expect_error(imputeSpatial(spe, ref, method = "knn", genes = "GENE_X"), "GENE_X")
     expect_match(conditionMessage(err), "SpatialImputeInputError")
     expect_false(grepl("Traceback", conditionMessage(err)))
-    # Unknown method and unknown target gene.
     expect_error(imputeSpatial(spe, ref, method = "no_such_method"), "no_such_method")
-    expect_error(imputeSpatial(spe, ref, method = "knn", genes = "GENE_X"), "GENE_X")
+    # A bad method parameter is checked by the core before any training.
+    expect_error(imputeSpatial(spe, ref, method = "knn", k = 0), "`k`")
     # Negative counts are rejected by the core.
     neg <- spe
     SummarizedExperiment::assay(neg, "counts")[1, 1] <- -5
@@ -69,4 +67,43 @@ test_that("method parameters must be named; whole doubles become integers", {
     expect_error(SpatialImpute:::.as_python_params(list(1)), "must all be named")
     p <- SpatialImpute:::.as_python_params(list(k = 10, lr = 0.5, name = "a"))
     expect_identical(p, list(k = 10L, lr = 0.5, name = "a"))
+})
+
+test_that("issue 15: NA counts, no shared genes and other bad objects fail in R, naming the argument", {
+    toy <- make_toy_pair(n_cells = 40, n_ref = 60)
+    spe <- toy_sce_spatial(toy)
+    ref <- toy_sce_reference(toy)
+    run <- function(x, ...) imputeSpatial(x, ref, method = "knn", ...)
+    expect_untouched_error(function(x) run(x, assay.type = "nope"), spe, "'assay.type'")
+    na <- spe
+    SummarizedExperiment::assay(na, "counts")[1, 2] <- NA
+    expect_untouched_error(function(x) run(x), na, "'assay.type'.*NA/NaN/Inf")
+    ref_na <- ref
+    SummarizedExperiment::assay(ref_na, "counts")[3, 1] <- NaN
+    expect_untouched_error(function(r) imputeSpatial(spe, r, method = "knn"), ref_na,
+                           "'ref.assay.type'.*NA/NaN/Inf")
+    other <- ref
+    rownames(other) <- paste0("X_", rownames(ref))
+    expect_untouched_error(function(r) imputeSpatial(spe, r, method = "knn"), other,
+                           "'sce'.*no gene names")
+    lower <- ref
+    rownames(lower) <- tolower(rownames(ref))
+    expect_untouched_error(function(r) imputeSpatial(spe, r, method = "knn"), lower,
+                           "case_insensitive_genes")
+    dup <- ref
+    rownames(dup)[2] <- rownames(dup)[1]
+    expect_untouched_error(function(r) imputeSpatial(spe, r, method = "knn"), dup,
+                           "'sce'.*duplicated gene names")
+    nocoords <- SingleCellExperiment::SingleCellExperiment(
+        assays = list(counts = SummarizedExperiment::assay(spe, "counts")))
+    expect_untouched_error(function(x) run(x), nocoords, "'spe': no spatial coordinates")
+})
+
+test_that("issue 15: a Seurat object without an FOV fails naming 'spe'", {
+    skip_if_not_installed("SeuratObject")
+    toy <- make_toy_pair(n_cells = 40, n_ref = 60)
+    seu <- suppressWarnings(SeuratObject::CreateSeuratObject(
+        counts = methods::as(toy$sp_counts, "dgCMatrix")))
+    expect_untouched_error(function(x) imputeSpatial(x, toy_sce_reference(toy), method = "knn"),
+                           seu, "'spe': the Seurat object has no FOV")
 })
