@@ -136,6 +136,30 @@ def get_coordinates(adata, spatial_key: str) -> np.ndarray:
     return coords
 
 
+def get_sample_ids(adata, sample_key: str | None) -> np.ndarray:
+    """Section code (int64, 0..n_sections-1 in order of appearance) of each cell of ``adata``.
+
+    ``sample_key=None`` puts every cell in section 0.
+    """
+    if sample_key is None:
+        return np.zeros(adata.n_obs, dtype=np.int64)
+    if sample_key not in adata.obs:
+        raise SpatialImputeInputError(
+            "sample_key", "a column of spatial.obs naming each cell's section", repr(sample_key),
+            f"pass one of {_preview(list(adata.obs.columns)) or 'no columns: add one'}, or sample_key=None for one section",
+        )
+    values = adata.obs[sample_key]
+    missing = values.isna().to_numpy()
+    if missing.any():
+        raise SpatialImputeInputError(
+            "sample_key", "a section for every cell", f"{int(missing.sum())} cells with a missing "
+            f"spatial.obs[{sample_key!r}] (e.g. {_preview(adata.obs_names[missing], 3)})",
+            "fill in the section of those cells or drop them",
+        )
+    codes, _ = pd.factorize(values.astype(str), sort=False)
+    return codes.astype(np.int64)
+
+
 def _library_size(adata, matrix, library_size_key: str | None, argument: str) -> np.ndarray:
     if library_size_key is None:
         return library_sizes(matrix)
@@ -308,6 +332,7 @@ def prepare_pair(
     labels_key: str | None = None,
     reference_labels_key: str | None = None,
     library_size_key: str | None = None,
+    sample_key: str | None = None,
     case_insensitive_genes: bool = False,
 ) -> PairedData:
     """Validate a spatial + reference pair and align it on feature and target genes.
@@ -332,6 +357,9 @@ def prepare_pair(
         ``spatial.obs`` column with each cell's total count over all measured genes; default
         the row sums of the spatial matrix. Each value must be at least the cell's own count
         sum and positive for cells with counts.
+    sample_key
+        ``spatial.obs`` column naming each cell's section (sample, FOV, region); cells of
+        different sections are never spatial neighbours. Default: one section.
     case_insensitive_genes
         Match spatial genes to reference genes ignoring case when no exact match exists
         (each such pair is reported in a warning, and must be unambiguous). By default
@@ -346,7 +374,8 @@ def prepare_pair(
     check_bool(case_insensitive_genes, "case_insensitive_genes")
     for value, name in ((spatial_layer, "spatial_layer"), (reference_layer, "reference_layer"),
                         (labels_key, "labels_key"), (reference_labels_key, "reference_labels_key"),
-                        (library_size_key, "library_size_key"), (spatial_key, "spatial_key")):
+                        (library_size_key, "library_size_key"), (spatial_key, "spatial_key"),
+                        (sample_key, "sample_key")):
         if value is not None and not isinstance(value, str):
             raise SpatialImputeInputError(name, "a string (a key of the AnnData)" + ("" if name == "spatial_key" else " or None"),
                                           f"{value!r} ({type(value).__name__})", "pass the key's name")
@@ -355,6 +384,7 @@ def prepare_pair(
     sp_matrix = get_matrix(spatial, spatial_layer, "spatial")
     ref_matrix = get_matrix(reference, reference_layer, "reference")
     coords = get_coordinates(spatial, spatial_key)
+    sample_ids = get_sample_ids(spatial, sample_key)
     _warn_if_not_counts(sp_matrix, "spatial")
     _warn_if_not_counts(ref_matrix, "reference")
 
@@ -427,6 +457,7 @@ def prepare_pair(
         reference_counts=ref_counts,
         reference_library_size=ref_lib[ref_keep].copy(),
         coords=coords.copy(),
+        sample_ids=sample_ids,
         target_in_panel=np.array([g in set(spatial_genes) for g in targets], dtype=bool),
         spatial_labels=spatial_labels,
         reference_labels=reference_labels,

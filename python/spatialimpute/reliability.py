@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .data.neighbors import spatial_knn
+from .data.spatial_graph import section_knn
 from .data.paired import PairedData
 
 #: Names of the per-gene descriptors, in column order.
@@ -154,7 +154,7 @@ def reliability_from_heldout(
         return np.full(n_targets, np.nan)
     rng = np.random.default_rng(seed)
     cells = np.sort(rng.choice(paired.n_cells, max_cells, replace=False)) if paired.n_cells > max_cells else np.arange(paired.n_cells)
-    neighbors, _ = spatial_knn(paired.coords[cells], spatial_neighbors)
+    neighbors = section_knn(paired.coords[cells], spatial_neighbors, paired.sample_ids[cells])
     all_cols = np.arange(paired.n_features)
     descriptors, accuracy = [], []
     for heldout in _gene_folds(paired.n_features, n_folds, rng):

@@ -38,6 +38,10 @@ class PairedData:
         Per-cell library size of the reference (all of its genes).
     coords
         Spatial coordinates, float64 (cells x dims).
+    sample_ids
+        Section of each cell, int64 codes (0 for all cells of a one-section object): cells of
+        different sections are never spatial neighbours (see
+        :mod:`spatialimpute.data.spatial_graph`).
     target_in_panel
         Boolean per target gene: measured in the spatial object but held out from the model's
         input (a validation target).
@@ -57,6 +61,7 @@ class PairedData:
     reference_counts: np.ndarray
     reference_library_size: np.ndarray
     coords: np.ndarray
+    sample_ids: np.ndarray
     target_in_panel: np.ndarray
     spatial_labels: pd.Categorical | None = None
     reference_labels: pd.Categorical | None = None
@@ -81,6 +86,11 @@ class PairedData:
     def n_targets(self) -> int:
         """Number of genes to impute."""
         return len(self.target_genes)
+
+    @property
+    def n_sections(self) -> int:
+        """Number of tissue sections (samples, FOVs, regions)."""
+        return int(self.sample_ids.max()) + 1 if self.sample_ids.size else 0
 
     @property
     def reference_features(self) -> np.ndarray:

@@ -2,6 +2,9 @@
 degree, a cosine feature kNN graph, and row-normalised sparse propagation matrices.
 
 All graphs are scipy CSR matrices (0/1, symmetric, no self loops); memory is O(edges).
+Spatial graphs take ``sample_ids`` (one section code per cell): cells of different
+sections are never neighbours, so the graph is block-diagonal over sections even where
+their coordinates overlap.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import math
 import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
+
+from .neighbors import spatial_knn
 
 
 def _check_coords(coords: np.ndarray) -> np.ndarray:
@@ -23,15 +28,28 @@ def _check_coords(coords: np.ndarray) -> np.ndarray:
     return coords
 
 
-def radius_for_mean_degree(coords: np.ndarray, target_degree: float = 4.0) -> float:
+def sections(n_cells: int, sample_ids=None) -> list[np.ndarray]:
+    """Indices of the cells of each section (one section of all cells when ``sample_ids`` is None)."""
+    if sample_ids is None:
+        return [np.arange(n_cells)]
+    ids = np.asarray(sample_ids)
+    if ids.shape != (n_cells,):
+        raise ValueError(f"sample_ids: expected one section per cell ({n_cells},); found shape {ids.shape}")
+    _, codes = np.unique(ids, return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+
+
+def radius_for_mean_degree(coords: np.ndarray, target_degree: float = 4.0, sample_ids=None) -> float:
     """Radius ``r`` such that connecting cells closer than ``r`` gives mean degree ~ target.
 
-    The mean degree at radius ``r`` is ``#{ordered pairs i != j : d_ij < r} / N``. It is read
-    off the sorted k-nearest-neighbour distances (exact while no cell has more than ``k``
-    neighbours inside ``r``; ``k`` grows until that holds). With ``v`` the ``m``-th smallest
-    ordered-pair distance (``m = round(target * N)``), ``r`` either excludes the pairs tied
-    at ``v`` (``r = v``) or includes them (``r`` halfway to the next larger distance),
-    whichever mean degree is closer to the target (ties matter on regular grids).
+    The mean degree at radius ``r`` is ``#{ordered pairs i != j of one section : d_ij < r} / N``.
+    It is read off the sorted k-nearest-neighbour distances within each section (exact while
+    no cell has more than ``k`` neighbours inside ``r``; ``k`` grows until that holds). With
+    ``v`` the ``m``-th smallest ordered-pair distance (``m = round(target * N)``), ``r``
+    either excludes the pairs tied at ``v`` (``r = v``) or includes them (``r`` halfway to
+    the next larger distance), whichever mean degree is closer to the target (ties matter
+    on regular grids).
 
     Parameters
     ----------
@@ -39,6 +57,8 @@ def radius_for_mean_degree(coords: np.ndarray, target_degree: float = 4.0) -> fl
         Cell coordinates ``(N, d)`` in raw units.
     target_degree
         Wanted mean number of neighbours (paper: about 4).
+    sample_ids
+        Section of each cell (``None``: one section); only pairs within a section count.
 
     Returns
     -------
@@ -47,14 +67,17 @@ def radius_for_mean_degree(coords: np.ndarray, target_degree: float = 4.0) -> fl
     """
     coords = _check_coords(coords)
     n = coords.shape[0]
-    if not (0 < target_degree < n - 1):
-        raise ValueError(f"target_degree: expected a value in (0, n_cells - 1) = (0, {n - 1}); found {target_degree}")
-    tree = cKDTree(coords)
+    groups = [g for g in sections(n, sample_ids) if g.size > 1]
+    n_pairs_max = sum(g.size * (g.size - 1) for g in groups)
+    if not (0 < target_degree < n_pairs_max / n):
+        raise ValueError(f"target_degree: expected a value in (0, {n_pairs_max / n:g}) (ordered pairs of cells of "
+                         f"one section per cell); found {target_degree}")
+    trees = [cKDTree(coords[g]) for g in groups]
     m = max(1, int(round(target_degree * n)))
-    k = int(min(n - 1, max(16, math.ceil(4 * target_degree))))
+    k = int(max(16, math.ceil(4 * target_degree)))
     while True:
-        dist, _ = tree.query(coords, k=k + 1)
-        d = np.sort(dist[:, 1:].ravel())
+        dists = [tree.query(coords[g], k=min(k, g.size - 1) + 1)[0][:, 1:] for tree, g in zip(trees, groups)]
+        d = np.sort(np.concatenate([x.ravel() for x in dists]))
         v = d[m - 1]
         n_lt = int(np.searchsorted(d, v, side="left"))
         n_le = int(np.searchsorted(d, v, side="right"))
@@ -63,39 +86,62 @@ def radius_for_mean_degree(coords: np.ndarray, target_degree: float = 4.0) -> fl
         else:
             nxt = d[n_le] if n_le < d.size else v * 1.0001 + 1e-12
             r = float(0.5 * (v + nxt)) if nxt > v else float(np.nextafter(v, np.inf))
-        # exact when every cell's k-th neighbour lies at or beyond r
-        if k >= n - 1 or (dist[:, -1] >= r).all():
+        # exact when, in every section, all neighbours are listed or the k-th lies at or beyond r
+        if all(x.shape[1] == g.size - 1 or (x[:, -1] >= r).all() for x, g in zip(dists, groups)):
             return r
-        k = min(n - 1, 2 * k)
+        k *= 2
 
 
-def radius_graph(coords: np.ndarray, radius: float) -> sp.csr_matrix:
-    """Symmetric 0/1 graph connecting cells with Euclidean distance ``< radius`` (no self loops)."""
+def radius_graph(coords: np.ndarray, radius: float, sample_ids=None) -> sp.csr_matrix:
+    """Symmetric 0/1 graph connecting cells of one section with Euclidean distance ``< radius``
+    (no self loops; ``sample_ids=None``: one section)."""
     coords = _check_coords(coords)
     if not (radius > 0 and np.isfinite(radius)):
         raise ValueError(f"radius: expected a positive finite number; found {radius}")
     n = coords.shape[0]
-    pairs = cKDTree(coords).query_pairs(r=radius, output_type="ndarray")
-    if pairs.size:
+    rows, cols = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for g in sections(n, sample_ids):
+        pairs = cKDTree(coords[g]).query_pairs(r=radius, output_type="ndarray")
+        if not pairs.size:
+            continue
+        pairs = g[pairs]
         d = np.linalg.norm(coords[pairs[:, 0]] - coords[pairs[:, 1]], axis=1)
         pairs = pairs[d < radius]  # query_pairs uses <=; the rule is strict
-    rows = np.concatenate([pairs[:, 0], pairs[:, 1]]) if pairs.size else np.zeros(0, dtype=np.int64)
-    cols = np.concatenate([pairs[:, 1], pairs[:, 0]]) if pairs.size else np.zeros(0, dtype=np.int64)
+        rows += [pairs[:, 0], pairs[:, 1]]
+        cols += [pairs[:, 1], pairs[:, 0]]
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
     g = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n, n))
     g.sum_duplicates()
     g.data[:] = 1.0
     return g
 
 
-def spatial_radius_graph(coords: np.ndarray, target_degree: float = 4.0) -> tuple[sp.csr_matrix, float]:
+def spatial_radius_graph(coords: np.ndarray, target_degree: float = 4.0,
+                         sample_ids=None) -> tuple[sp.csr_matrix, float]:
     """Radius graph with the radius chosen by :func:`radius_for_mean_degree`.
 
     Returns
     -------
     graph, radius
     """
-    r = radius_for_mean_degree(coords, target_degree)
-    return radius_graph(coords, r), r
+    r = radius_for_mean_degree(coords, target_degree, sample_ids)
+    return radius_graph(coords, r, sample_ids), r
+
+
+def section_knn(coords: np.ndarray, k: int, sample_ids=None) -> np.ndarray:
+    """The ``k`` nearest other cells of each cell within its own section (int64, nearest first).
+
+    ``k`` is capped at the smallest section's size minus one so that every row has the same
+    length; a cell alone in its section lists itself.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    groups = sections(coords.shape[0], sample_ids)
+    k_eff = max(1, min(int(k), max(g.size for g in groups) - 1, *(g.size - 1 for g in groups if g.size > 1)))
+    out = np.repeat(np.arange(coords.shape[0])[:, None], k_eff, axis=1)
+    for g in groups:
+        if g.size > 1:
+            out[g] = g[spatial_knn(coords[g], k_eff)[0]]
+    return out
 
 
 def cosine_knn_indices(X: np.ndarray, k: int, *, device=None, max_block_entries: int = 1 << 24) -> np.ndarray:

@@ -26,7 +26,8 @@ _DATA_PREFIX = "_spatialimpute."
 _DATA_KWARGS = {
     "spatial_layer": (str, type(None)), "reference_layer": (str, type(None)), "spatial_key": (str,),
     "labels_key": (str, type(None)), "reference_labels_key": (str, type(None)),
-    "library_size_key": (str, type(None)), "case_insensitive_genes": (bool,),
+    "library_size_key": (str, type(None)), "sample_key": (str, type(None)),
+    "case_insensitive_genes": (bool,),
 }
 
 
@@ -50,7 +51,7 @@ class BaseImputer:
         Seed for everything random.
     device
         ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda[:N]"``.
-    spatial_layer, reference_layer, spatial_key, labels_key, reference_labels_key, library_size_key, case_insensitive_genes
+    spatial_layer, reference_layer, spatial_key, labels_key, reference_labels_key, library_size_key, sample_key, case_insensitive_genes
         Where to find counts, coordinates, labels and library sizes, and how gene names
         match; see :func:`spatialimpute._validation.prepare_pair`.
     num_threads
@@ -63,7 +64,8 @@ class BaseImputer:
 
     def __init__(self, spatial, reference, genes=None, *, seed: int = 0, device="auto", spatial_layer=None,
                  reference_layer=None, spatial_key: str = "spatial", labels_key=None, reference_labels_key=None,
-                 library_size_key=None, case_insensitive_genes: bool = False, num_threads: int | None = None,
+                 library_size_key=None, sample_key=None, case_insensitive_genes: bool = False,
+                 num_threads: int | None = None,
                  **params):
         self.seed = check_int(seed, "seed", minimum=0)
         self.device = resolve_device(device)
@@ -71,7 +73,7 @@ class BaseImputer:
         self.data_kwargs = dict(
             spatial_layer=spatial_layer, reference_layer=reference_layer, spatial_key=spatial_key,
             labels_key=labels_key, reference_labels_key=reference_labels_key, library_size_key=library_size_key,
-            case_insensitive_genes=case_insensitive_genes,
+            sample_key=sample_key, case_insensitive_genes=case_insensitive_genes,
         )
         self.params = self._merge_params(params)
         self.paired = prepare_pair(spatial, reference, genes, **self.data_kwargs)

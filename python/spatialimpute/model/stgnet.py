@@ -819,8 +819,9 @@ class STGNET(BaseImputer):
     def _graphs(self, features: torch.Tensor, cells: np.ndarray | None = None):
         cfg = self._cfg
         coords = self.paired.coords if cells is None else self.paired.coords[cells]
-        radius = radius_for_mean_degree(coords, min(cfg["spatial_degree"], coords.shape[0] - 1.5))
-        g_sp = radius_graph(coords, radius)
+        sample_ids = self.paired.sample_ids if cells is None else self.paired.sample_ids[cells]
+        radius = radius_for_mean_degree(coords, min(cfg["spatial_degree"], coords.shape[0] - 1.5), sample_ids)
+        g_sp = radius_graph(coords, radius, sample_ids)
         k = int(min(cfg["feature_k"], features.shape[0] - 1))
         g_ft = feature_knn_graph(features.detach().cpu().numpy(), k, device=self.device)
         adj_s = row_normalized_propagation(g_sp, device=self.device)
