@@ -24,6 +24,7 @@ _LAZY = {
     "datasets": None,
     "plotting": None,
     "reliability": None,
+    "io": None,
 }
 
 __all__ = ["impute", "settings", "SpatialImputeInputError", "SpatialImputeWarning", "__version__", *_LAZY]
@@ -36,7 +37,8 @@ def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int =
     ----------
     spatial
         AnnData, spatial cells x panel genes: raw counts in ``X`` (or ``spatial_layer=``),
-        coordinates in ``obsm["spatial"]``.
+        coordinates in ``obsm["spatial"]``, sections in ``obs[sample_key]``; or a
+        ``spatialdata.SpatialData`` (see the SpatialData options below).
     reference
         AnnData, reference cells x genes, raw counts in ``X`` (or ``reference_layer=``).
     method
@@ -50,18 +52,30 @@ def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int =
         ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda[:N]"``.
     **kwargs
         Data options (``spatial_layer``, ``reference_layer``, ``spatial_key``, ``labels_key``,
-        ``reference_labels_key``, ``library_size_key``, ``num_threads``) and method
-        hyper-parameters.
+        ``reference_labels_key``, ``library_size_key``, ``sample_key``, ``num_threads``) and
+        method hyper-parameters. With SpatialData input also ``table_key`` (the cell table,
+        default ``"table"``), ``coordinate_system`` (centroids of the annotated shapes in this
+        system; default the table's ``obsm["spatial"]`` when present, else ``"global"``),
+        ``result_key`` (name of the new table, default ``"imputed"``) and ``return_anndata``.
+        The regions a table annotates are separate sections.
 
     Returns
     -------
-    anndata.AnnData
+    anndata.AnnData or spatialdata.SpatialData
         Spatial cells x target genes, log-normalised; ``var["reliability"]`` holds each gene's
-        predicted accuracy in [0, 1], ``uns["spatialimpute"]`` the provenance.
+        predicted accuracy in [0, 1], ``uns["spatialimpute"]`` the provenance. For SpatialData
+        input: a new SpatialData with that table added as ``result_key``, annotating the same
+        element as the cell table (the AnnData itself with ``return_anndata=True``).
     """
+    from .io.sdata import impute_spatialdata, is_spatialdata
     from .model.registry import get_method
 
-    return get_method(method)(spatial, reference, genes=genes, seed=seed, device=device, **kwargs).impute()
+    def run(spatial, reference, **kwargs):
+        return get_method(method)(spatial, reference, genes=genes, seed=seed, device=device, **kwargs).impute()
+
+    if is_spatialdata(spatial):
+        return impute_spatialdata(spatial, reference, impute_fn=run, **kwargs)
+    return run(spatial, reference, **kwargs)
 
 
 def __getattr__(name: str):

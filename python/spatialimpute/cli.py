@@ -40,6 +40,17 @@ def _read(path: str, argument: str):
         ) from err
 
 
+def _read_folder(path: str, platform: str | None):
+    """A SpatialData .zarr store or a Xenium / MERSCOPE / CosMx folder; returns (SpatialData, None)."""
+    from .io import read_spatial
+
+    try:
+        return read_spatial(path, platform).data, None
+    except ImportError as err:
+        raise SpatialImputeInputError("--spatial", "the extra [spatialdata] to read a folder", str(err),
+                                      "pip install 'spatialimpute[spatialdata]'") from err
+
+
 def _check_out(out: Path, argument: str = "--out") -> None:
     """Refuse an output path that cannot be written, before any work."""
     if out.is_dir():
@@ -83,24 +94,29 @@ def _genes(args) -> list[str] | None:
 
 def cmd_impute(args) -> int:
     from . import impute
-    from ._io import write_h5ad
+    from .io import write_result
+    from .io.sdata import is_spatialdata
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".h5ad", ".rds"):
-        raise SpatialImputeInputError("--out", "a path ending in .h5ad or .rds", repr(args.out), "e.g. --out imputed.h5ad")
+    if out.suffix.lower() not in (".h5ad", ".rds", ".zarr"):
+        raise SpatialImputeInputError("--out", "a path ending in .h5ad, .rds or .zarr", repr(args.out),
+                                      "e.g. --out imputed.h5ad")
     if out.suffix.lower() == ".rds" and Path(args.spatial).suffix.lower() != ".rds":
         raise SpatialImputeInputError("--out", "an .h5ad path when --spatial is not an .rds file", repr(args.out),
                                       "write .rds only when the spatial input is an .rds file")
     _check_out(out)
     params = _parse_params(args.param)
     genes = _genes(args)
-    spatial, sp_info = _read(args.spatial, "--spatial")
+    spatial, sp_info = _read_folder(args.spatial, args.platform) if Path(args.spatial).is_dir() else \
+        _read(args.spatial, "--spatial")
     reference, _ = _read(args.reference, "--reference")
     kwargs = dict(
         spatial_layer=args.spatial_layer, reference_layer=args.reference_layer, spatial_key=args.spatial_key,
         labels_key=args.labels_key, reference_labels_key=args.reference_labels_key, num_threads=args.threads,
-        case_insensitive_genes=args.case_insensitive_genes,
+        case_insensitive_genes=args.case_insensitive_genes, sample_key=args.sample_key,
     )
+    if is_spatialdata(spatial):
+        kwargs.update(table_key=args.table_key, return_anndata=out.suffix.lower() != ".zarr")
     start = time.perf_counter()
     result = impute(spatial, reference, method=args.method, genes=genes, seed=args.seed, device=args.device,
                     **kwargs, **params)
@@ -109,8 +125,9 @@ def cmd_impute(args) -> int:
 
         rbridge.write_rds(result, sp_info, out)
     else:
-        write_h5ad(result, out)
-    print(f"imputed {result.n_vars} genes for {result.n_obs} cells with {args.method} "
+        write_result(result, out)
+    table = result.tables["imputed"] if is_spatialdata(result) else result
+    print(f"imputed {table.n_vars} genes for {table.n_obs} cells with {args.method} "
           f"in {time.perf_counter() - start:.1f} s -> {out}")
     return 0
 
@@ -231,9 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("impute", help="impute genes for a spatial dataset", description=(
         "Impute genes for the cells of SPATIAL from REFERENCE and write an AnnData of imputed expression "
         "(var['reliability'] = predicted accuracy per gene)."))
-    p.add_argument("--spatial", required=True, help="spatial counts (.h5ad; .rds with the R extra), coordinates in obsm")
+    p.add_argument("--spatial", required=True, help="spatial counts: .h5ad (coordinates in obsm), .rds (R extra), or "
+                   "a SpatialData .zarr store or Xenium / MERSCOPE / CosMx output folder (spatialdata extra)")
+    p.add_argument("--platform", choices=["xenium", "merscope", "cosmx"],
+                   help="instrument of a --spatial output folder (default: recognised from its files)")
+    p.add_argument("--table-key", default="table", help="cell table of SpatialData input (default %(default)s)")
+    p.add_argument("--sample-key", help="obs column naming each cell's section; cells of different sections are "
+                   "never neighbours (SpatialData: the table's regions by default)")
     p.add_argument("--reference", required=True, help="scRNA-seq reference counts (.h5ad or .rds)")
-    p.add_argument("--out", required=True, help="output file (.h5ad, or .rds when the input is .rds)")
+    p.add_argument("--out", required=True, help="output: .h5ad, .zarr (SpatialData with the imputed table), or .rds "
+                   "when the input is .rds")
     p.add_argument("--method", default="stimpute", help=_METHOD_HELP)
     p.add_argument("--genes", help="comma-separated genes to impute (default: every reference gene the panel lacks)")
     p.add_argument("--genes-file", help="file with one gene per line (instead of --genes)")
