@@ -31,7 +31,7 @@ def test_impute_end_to_end(simulated, tmp_path, capsys):
     assert code == 0
     result = anndata.read_h5ad(out)
     assert result.shape == (300, 35)
-    assert result.uns["spatialimpute"]["params"]["k"] == 15
+    assert result.uns["spatialimpute"]["config"]["architecture"]["k"] == 15
     assert "imputed 35 genes for 300 cells" in capsys.readouterr().out
     assert not list(tmp_path.glob(".*"))  # atomic write leaves no temporary files behind
 

@@ -243,7 +243,7 @@ def _shuffle_list(value):
 
 
 @FUZZ
-@given(key=st.sampled_from(["format", "method", "params", "seed", "feature_genes", "target_genes", "cell_names",
+@given(key=st.sampled_from(["format", "method", "config", "seed", "feature_genes", "target_genes", "cell_names",
                             "reference_cell_names", "data", "history", "timings", "state", "extra"]),
        sub=st.none() | st.sampled_from(["k", "weighting", "n_components", "reliability", "spatial_key", "x"]),
        value=JSON_VALUES | st.sampled_from(["reverse", "keep", 3, 5]), cut=st.none() | st.integers(0, 400))

@@ -237,7 +237,7 @@ def test_item5_damaged_model_folders(tiny, knn_folder, tmp_path, damage):
     elif damage == "missing_key":
         del meta["feature_genes"]
     elif damage == "injected_param":
-        meta["params"]["gene_embeddings"] = "/etc/passwd"
+        meta["config"]["architecture"]["gene_embeddings"] = "/etc/passwd"
     elif damage == "injected_data":
         meta["data"]["reference"] = "x"
     elif damage == "bad_seed":

@@ -9,8 +9,9 @@ import torch
 import spatialimpute as si
 from spatialimpute.benchmark import gene_metrics
 from spatialimpute.data.neighbors import knn_cosine, spatial_knn, weighted_neighbor_mean
-from spatialimpute.model import knn as knn_module
-from spatialimpute.model.knn import KNNImpute, joint_embedding, neighbor_weights
+from spatialimpute.data import neighbors as knn_module
+from spatialimpute.data.neighbors import joint_embedding, neighbor_weights
+from spatialimpute.model.knn import KNNImpute
 from spatialimpute.reliability import GeneReliability, morans_i, reliability_from_heldout
 
 
@@ -95,7 +96,7 @@ def test_save_load_round_trip(small_pair, tmp_path):
     out = model.impute()
     model.save(tmp_path / "model")
     loaded = KNNImpute.load(tmp_path / "model", spatial, reference)
-    assert loaded.params["k"] == 20 and loaded.is_trained
+    assert loaded.architecture.k == 20 and loaded.is_trained
     np.testing.assert_array_equal(loaded.impute().X, out.X)
     with pytest.raises(si.SpatialImputeInputError, match="panel genes"):
         KNNImpute.load(tmp_path / "model", spatial[:, 1:].copy(), reference)

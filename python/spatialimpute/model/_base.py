@@ -14,7 +14,8 @@ import torch
 from .._version import __version__
 from .._io import atomic_path, jsonable
 from .._settings import apply_num_threads, resolve_device, seed_everything
-from .._validation import SpatialImputeInputError, check_anndata, check_int, prepare_pair
+from .._validation import SpatialImputeInputError, check_anndata, check_choice, check_int, prepare_pair
+from ._config import CONFIG_VERSION, Config, split_options
 
 _STATE_FILE = "state.safetensors"
 _META_FILE = "model.json"
@@ -34,9 +35,11 @@ _DATA_KWARGS = {
 class BaseImputer:
     """Common machinery of the imputation models (scvi-tools style model class).
 
-    Subclasses set :attr:`method_name`, return their hyper-parameters from
-    :meth:`default_params`, and implement :meth:`_fit`, :meth:`_predict` and
-    :meth:`_reliability` (and :meth:`_state_dict` / :meth:`_load_state_dict` to be saved).
+    Subclasses set :attr:`method_name`, describe their options with two frozen configs
+    (:attr:`Architecture`, fixed at construction, and :attr:`Schedule`, which :meth:`train`
+    also accepts; see :mod:`spatialimpute.model._config`) and their :attr:`presets`, and
+    implement :meth:`_fit`, :meth:`_predict` and :meth:`_reliability` (and
+    :meth:`_state_dict` / :meth:`_load_state_dict` to be saved).
 
     Parameters
     ----------
@@ -56,17 +59,26 @@ class BaseImputer:
         match; see :func:`spatialimpute._validation.prepare_pair`.
     num_threads
         CPU threads for torch (default: torch's own choice).
-    **params
-        Method hyper-parameters, see :meth:`default_params`.
+    preset
+        Name of a set of option values in :attr:`presets` (``None``: the first one).
+    **options
+        Options of the method's :attr:`Architecture` or :attr:`Schedule`, overriding the preset.
     """
 
     method_name: str = ""
+    #: The model's structure (fixed when it is built).
+    Architecture: type[Config] = Config
+    #: How it is trained (:meth:`train` accepts overrides).
+    Schedule: type[Config] = Config
+    #: Preset name -> option values (of either config) that differ from the dataclass defaults;
+    #: the first preset is the default.
+    presets: dict[str, dict] = {"default": {}}
 
     def __init__(self, spatial, reference, genes=None, *, seed: int = 0, device="auto", spatial_layer=None,
                  reference_layer=None, spatial_key: str = "spatial", labels_key=None, reference_labels_key=None,
                  library_size_key=None, sample_key=None, case_insensitive_genes: bool = False,
-                 num_threads: int | None = None,
-                 **params):
+                 num_threads: int | None = None, preset: str | None = None,
+                 **options):
         self.seed = check_int(seed, "seed", minimum=0)
         self.device = resolve_device(device)
         self.num_threads = None if num_threads is None else check_int(num_threads, "num_threads", minimum=1)
@@ -75,7 +87,10 @@ class BaseImputer:
             labels_key=labels_key, reference_labels_key=reference_labels_key, library_size_key=library_size_key,
             sample_key=sample_key, case_insensitive_genes=case_insensitive_genes,
         )
-        self.params = self._merge_params(params)
+        self.preset = check_choice(next(iter(self.presets)) if preset is None else preset, "preset", list(self.presets))
+        arch_options, schedule_options = split_options(options, (self.Architecture, self.Schedule), self.method_name)
+        self.architecture = self.Architecture.from_options(self.presets[self.preset], arch_options)
+        self.schedule = self.Schedule.from_options(self.presets[self.preset], schedule_options)
         self.paired = prepare_pair(spatial, reference, genes, **self.data_kwargs)
         self._spatial_obs = spatial.obs.copy()
         self._reference_names = [str(name) for name in reference.obs_names]
@@ -85,11 +100,6 @@ class BaseImputer:
         self.is_trained = False
 
     # ----------------------------------------------------------------- subclass API
-    @classmethod
-    def default_params(cls) -> dict:
-        """Hyper-parameters of the method and their defaults."""
-        return {}
-
     def _fit(self) -> None:
         raise NotImplementedError
 
@@ -108,24 +118,20 @@ class BaseImputer:
             raise NotImplementedError(f"{type(self).__name__} cannot restore a saved state")
 
     # ----------------------------------------------------------------- helpers
-    @classmethod
-    def _merge_params(cls, params: dict) -> dict:
-        defaults = cls.default_params()
-        unknown = sorted(set(params) - set(defaults))
-        if unknown:
-            raise SpatialImputeInputError(
-                "params", f"parameters of method {cls.method_name!r} ({', '.join(sorted(defaults)) or 'none'})",
-                f"unknown {unknown}", "check the spelling, or see the method's default_params()",
-            )
-        return {**defaults, **params}
+    def config(self) -> dict:
+        """The preset and the current values of both configs (resolved ones after training)."""
+        return {"version": CONFIG_VERSION, "preset": self.preset, "architecture": self.architecture.to_dict(),
+                "schedule": self.schedule.to_dict()}
 
     def log(self, name: str, value: float) -> None:
         """Append ``value`` to the loss/metric history ``name``."""
         self.history.setdefault(name, []).append(float(value))
 
     # ----------------------------------------------------------------- public API
-    def train(self):
-        """Fit the model to the paired data. Returns ``self``."""
+    def train(self, **schedule):
+        """Fit the model to the paired data; ``schedule`` overrides :attr:`Schedule` options. Returns ``self``."""
+        if schedule:
+            self.schedule = self.schedule.replace(**schedule)
         apply_num_threads(self.num_threads)
         seed_everything(self.seed)
         start = time.perf_counter()
@@ -178,7 +184,7 @@ class BaseImputer:
         return {
             "method": self.method_name,
             "version": __version__,
-            "params": jsonable(self.params),
+            "config": self.config(),
             "seed": self.seed,
             "device": str(self.device),
             "device_name": device_name,
@@ -209,7 +215,7 @@ class BaseImputer:
             "format": _FORMAT,
             "method": self.method_name,
             "version": __version__,
-            "params": jsonable(self.params),
+            "config": self.config(),
             "seed": self.seed,
             "feature_genes": list(self.paired.feature_genes),
             "target_genes": list(self.paired.target_genes),
@@ -252,8 +258,11 @@ class BaseImputer:
             spatial if same else spatial[spatial_rows],
             reference if np.array_equal(reference_rows, np.arange(reference.n_obs)) else reference[reference_rows],
             genes=meta["target_genes"], seed=meta["seed"], device=device, num_threads=num_threads,
-            **meta["data"], **meta["params"],
+            preset=meta["config"]["preset"], **meta["data"],
         )
+        # The values the model was trained with, not the loading library's defaults.
+        model.architecture = cls.Architecture.from_dict(meta["config"]["architecture"], f"{path}: architecture")
+        model.schedule = cls.Schedule.from_dict(meta["config"]["schedule"], f"{path}: schedule")
         model._check_same_data(meta, {k[len(_DATA_PREFIX):]: tensors.pop(k) for k in list(tensors)
                                       if k.startswith(_DATA_PREFIX)})
         state = {k: v.to(model.device) for k, v in tensors.items()}
@@ -335,7 +344,9 @@ _META_CHECKS = {
     "format": (lambda v: v == _FORMAT, f"{_FORMAT} (the layout this version reads)"),
     "method": (lambda v: isinstance(v, str), "a method name"),
     "version": (lambda v: isinstance(v, str), "a version string"),
-    "params": (lambda v: isinstance(v, dict), "an object of hyper-parameters"),
+    "config": (lambda v: isinstance(v, dict) and set(v) == {"version", "preset", "architecture", "schedule"}
+               and v["version"] == CONFIG_VERSION and isinstance(v["preset"], str),
+               f"an object with the configuration (version {CONFIG_VERSION}, preset, architecture, schedule)"),
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer"),
     "feature_genes": (lambda v: _is_str_list(v) and len(v) > 0, "a non-empty list of gene names"),
     "target_genes": (lambda v: _is_str_list(v) and len(v) > 0, "a non-empty list of gene names"),
@@ -378,10 +389,9 @@ def _read_meta(path: Path, cls) -> dict:
         raise SpatialImputeInputError(
             "path", f"a saved {cls.method_name!r} model", f"a {meta['method']!r} model", f"load it with the {meta['method']} class",
         )
-    unknown = sorted(set(meta["params"]) - set(cls.default_params()))
-    if unknown:
-        raise SpatialImputeInputError(f"{where}: params", f"parameters of method {cls.method_name!r}",
-                                      f"unknown {unknown}", "the folder was edited: save the model again")
+    if meta["config"]["preset"] not in cls.presets:
+        raise SpatialImputeInputError(f"{where}: config.preset", f"one of {list(cls.presets)}",
+                                      repr(meta["config"]["preset"]), "the folder was edited: save the model again")
     return meta
 
 
