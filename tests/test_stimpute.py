@@ -9,6 +9,7 @@ from scipy.stats import spearmanr
 from spatialimpute._validation import SpatialImputeInputError
 from spatialimpute.datasets import simulate_pair
 from spatialimpute.model.stimpute import StImpute
+from spatialimpute.nn.gene_sage import GeneMixing
 from spatialimpute.module.stimpute import (
     StImputeGNN,
     final_blend,
@@ -74,7 +75,7 @@ def test_reliability_ranks_genes_by_accuracy(sim):
 
 def test_original_autoencoder_space_and_reliability_mlp(sim):
     spatial, reference, truth = sim
-    model = StImpute(spatial, reference, seed=0, device="cpu", neighbor_space="autoencoder", reliability="mlp", **FAST)
+    model = StImpute(spatial, reference, seed=0, device="cpu", preset="paper", **FAST)
     out = model.impute()
     assert np.nanmean(_pcc(truth, out)) > 0.45
     assert {"gnn_loss", "ae_loss", "ae_refine_loss", "reliability_loss"} <= set(model.history)
@@ -82,9 +83,8 @@ def test_original_autoencoder_space_and_reliability_mlp(sim):
     assert ((rel >= 0) & (rel <= 1)).all()
 
 
-@pytest.mark.parametrize("kw", [{"graph_mode": "similarity_paper"},
-                                {"neighbor_space": "autoencoder", "ae_input": "standardized"}])
-def test_graph_weighting_and_ae_input_options_recover_signal(sim, kw):
+@pytest.mark.parametrize("kw", [{"graph_mode": "similarity_paper"}, {"graph_mixing": "dense"}])
+def test_graph_options_recover_signal(sim, kw):
     spatial, reference, truth = sim
     out = StImpute(spatial, reference, seed=0, device="cpu", **kw, **FAST).impute()
     assert np.nanmean(_pcc(truth, out)) > 0.45
@@ -137,7 +137,7 @@ def test_tiny_esm2_source_end_to_end(sim, tmp_path):
     assert np.isfinite(out.X).all()
 
 
-@pytest.mark.parametrize("kw", [{}, {"neighbor_space": "autoencoder", "reliability": "mlp"}])
+@pytest.mark.parametrize("kw", [{}, {"preset": "paper"}])
 def test_save_load_round_trip_and_determinism(sim, tmp_path, kw):
     spatial, reference, _ = sim
     a = StImpute(spatial, reference, seed=5, device="cpu", **kw, **FAST)
@@ -158,16 +158,65 @@ def test_save_load_round_trip_and_determinism(sim, tmp_path, kw):
 
 def test_minibatch_and_chunked_paths_run(sim):
     spatial, reference, truth = sim
-    out = StImpute(spatial, reference, seed=0, device="cpu", batch_cells=128, chunk_size=50, **FAST).impute()
+    model = StImpute(spatial, reference, seed=0, device="cpu", step_work=128 * 30 * 15, memory_budget_gb=1e-4, **FAST)
+    out = model.impute()
+    fit = out.uns["spatialimpute"]["fit"]
+    assert fit["batch_cells"] == 128 and fit["train_chunk_cells"] < 128  # batches, each in several chunks
     assert np.nanmean(_pcc(truth, out)) > 0.4
+
+
+def test_saved_model_keeps_its_resolved_configuration(sim, tmp_path, monkeypatch):
+    """Save, change a default, load: the loaded model predicts with the values it was trained with."""
+    spatial, reference, _ = sim
+    model = StImpute(spatial, reference, seed=1, device="cpu", **FAST)
+    out = model.impute()
+    saved = out.uns["spatialimpute"]["config"]
+    assert saved["architecture"]["regime"] == "small" and saved["architecture"]["k"] == 15
+    model.save(tmp_path / "m")
+    monkeypatch.setattr(StImpute, "presets", {**StImpute.presets, "fast": {"alpha": 0.9}})  # a new default
+    assert StImpute(spatial, reference, device="cpu").architecture.alpha == 0.9
+    loaded = StImpute.load(tmp_path / "m", spatial, reference, device="cpu")
+    assert loaded.architecture.alpha == 0.5
+    np.testing.assert_allclose(loaded.impute().X, out.X, rtol=1e-5, atol=1e-5)
+
+
+def test_paper_preset_is_the_original():
+    """Every value the original code uses under preset="paper" (docs/algorithms/stimpute.md)."""
+    paper = StImpute.presets["paper"]
+    arch = StImpute.Architecture.from_options(paper, {})
+    sched = StImpute.Schedule.from_options(paper, {})
+    assert (arch.graph_mode, arch.graph_mixing, arch.neighbor_space, arch.reliability_model) == (
+        "distance_code", "dense", "autoencoder", "mlp")
+    assert (arch.k, arch.hidden, arch.alpha, arch.regime) == (None, None, None, "auto")  # the size regimes
+    assert arch.latent_dim == 100 and arch.esm_pooling == "last"
+    assert (sched.em_rounds, sched.ae_epochs, sched.ae_steps, sched.ae_batch_size) == (2, 30, 10, 512)
+    assert (sched.lr, sched.weight_decay, sched.ae_lr, sched.ae_weight_decay) == (1e-2, 1e-2, 1e-2, 1e-4)
+    assert sched.step_work is None and sched.gnn_steps is None and sched.reliability_steps is None
+
+
+def test_low_rank_mixing_matches_dense():
+    from spatialimpute.data.gene_graph import aggregation_matrix
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(120, 6)) + 3.0  # similar genes, as protein embeddings are
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    agg = torch.as_tensor(aggregation_matrix(vecs @ vecs.T, "distance_code"))
+    low, dense = GeneMixing.low_rank(agg), GeneMixing.dense(agg)
+    assert low.rank is not None and low.rank <= 8
+    h = torch.rand(4, 5, 120)
+    torch.testing.assert_close(low(h), dense(h), rtol=1e-3, atol=1e-4)
+    out = torch.tensor([3, 50, 119])
+    torch.testing.assert_close(low(h, out), dense(h)[..., out], rtol=1e-3, atol=1e-4)
+    restored = GeneMixing.from_state(low.state())
+    torch.testing.assert_close(restored(h), low(h))
 
 
 def test_bad_parameters_are_named(sim):
     spatial, reference, _ = sim
     for kw, name in [({"graph_mode": "cosine"}, "graph_mode"), ({"regime": "huge"}, "regime"),
                      ({"preset": "slow"}, "preset"), ({"k": 0}, "k"), ({"alpha": 2.0}, "alpha"),
-                     ({"batch_cells": -1}, "batch_cells"), ({"neighbor_space": "umap"}, "neighbor_space"),
-                     ({"reliability": "oracle"}, "reliability")]:
+                     ({"step_work": -1}, "step_work"), ({"neighbor_space": "umap"}, "neighbor_space"),
+                     ({"reliability": "mlp"}, "reliability"), ({"graph_mixing": "sparse"}, "graph_mixing")]:
         with pytest.raises(SpatialImputeInputError, match=name):
             StImpute(spatial, reference, device="cpu", **{**FAST, **kw}).train()
     with pytest.raises(SpatialImputeInputError, match="params"):
@@ -180,15 +229,15 @@ def test_chunked_gradients_equal_full_batch():
     ref = torch.rand(60, 7)
     idx = torch.randint(0, 60, (33, 5))
     y = torch.rand(33, 7)
-    agg_t = torch.rand(7, 7)
+    mixing = GeneMixing.dense(torch.rand(7, 7))
     gnn = StImputeGNN(5, 8)
-    gnn_loss_and_backward(gnn, ref, idx, y, agg_t, chunk_size=1000)
+    gnn_loss_and_backward(gnn, ref, idx, y, mixing, chunk_size=1000)
     full = [p.grad.clone() for p in gnn.parameters()]
     gnn.zero_grad()
-    loss = gnn_loss_and_backward(gnn, ref, idx, y, agg_t, chunk_size=4)
+    loss = gnn_loss_and_backward(gnn, ref, idx, y, mixing, chunk_size=4)
     for g_full, p in zip(full, gnn.parameters()):
         torch.testing.assert_close(p.grad, g_full, rtol=1e-4, atol=1e-6)
-    assert loss == pytest.approx(float(stimpute_loss(gnn(ref[idx], agg_t), y).detach()), rel=1e-5)
+    assert loss == pytest.approx(float(stimpute_loss(gnn(ref[idx], mixing), y).detach()), rel=1e-5)
 
 
 def test_weighted_knn_mean_formula_and_guards():

@@ -1,4 +1,4 @@
-"""stImpute's networks and losses as pure torch (ALGORITHMS.md B.3-B.8).
+"""stImpute's networks and losses as pure torch (docs/algorithms/stimpute.md).
 
 Tensors in, tensors/losses out: no AnnData, no I/O, no training schedule (that lives in
 :mod:`spatialimpute.model.stimpute`).
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.gene_sage import GeneSAGE
+from ..nn.gene_sage import GeneMixing, GeneSAGE
 from ..nn.mlp import MLP
 
 __all__ = [
@@ -32,17 +32,12 @@ __all__ = [
 
 
 class StImputeAE(nn.Module):
-    """Autoencoder ``x -> ReLU(Linear(G, latent)) -> ReLU(Linear(latent, G))`` (B.3).
+    """Autoencoder ``x -> ReLU(Linear(G, latent)) -> ReLU(Linear(latent, G))``."""
 
-    ``output_relu=False`` drops the decoder's ReLU (for standardised inputs, which can be
-    negative).
-    """
-
-    def __init__(self, n_genes: int, latent: int = 100, output_relu: bool = True) -> None:
+    def __init__(self, n_genes: int, latent: int = 100) -> None:
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(n_genes, latent), nn.ReLU())
-        layers = [nn.Linear(latent, n_genes)] + ([nn.ReLU()] if output_relu else [])
-        self.decoder = nn.Sequential(*layers)
+        self.decoder = nn.Sequential(nn.Linear(latent, n_genes), nn.ReLU())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent representation ``(n, latent)``."""
@@ -72,13 +67,14 @@ class StImputeGNN(nn.Module):
         self.sage = GeneSAGE(self.k, n_layers)
         self.head = MLP((self.k, 2 * int(hidden), int(hidden), 1))
 
-    def forward(self, h0: torch.Tensor, agg_t: torch.Tensor, a0: torch.Tensor | None = None) -> torch.Tensor:
-        """Predict ``(cells, G)`` from neighbour expression ``h0`` of shape ``(cells, k, G)``.
+    def forward(self, h0: torch.Tensor, mixing: GeneMixing, a0: torch.Tensor | None = None,
+                out_genes: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict ``(cells, G_out)`` from neighbour expression ``h0`` of shape ``(cells, k, G)``.
 
-        ``agg_t`` is the transposed ``(G, G)`` aggregation matrix; ``a0`` the optional
-        precomputed ``h0 @ agg_t``.
+        ``mixing`` is the gene aggregation; ``a0`` the optional precomputed ``mixing(h0)``;
+        ``out_genes`` the genes to predict (``None``: all ``G``).
         """
-        z = self.sage(h0, agg_t, a0)  # (cells, G, k)
+        z = self.sage(h0, mixing, a0, out_genes)  # (cells, G_out, k)
         return self.head(z).squeeze(-1)
 
 
@@ -119,18 +115,18 @@ def _chunks(n: int, size: int):
 
 
 def _run(gnn: StImputeGNN, reference: torch.Tensor, reference_agg: torch.Tensor, idx: torch.Tensor,
-         agg_t: torch.Tensor) -> torch.Tensor:
+         mixing: GeneMixing, out_genes: torch.Tensor | None = None) -> torch.Tensor:
     """GNN on the cells of ``idx``, gathering the neighbours and their first-layer aggregation."""
-    return gnn(reference[idx], agg_t, reference_agg[idx])
+    return gnn(reference[idx], mixing, reference_agg[idx], out_genes)
 
 
 def gnn_forward_chunked(
     gnn: StImputeGNN,
     reference: torch.Tensor,
     idx: torch.Tensor,
-    agg_t: torch.Tensor,
+    mixing: GeneMixing,
     chunk_size: int,
-    out: torch.Tensor | None = None,
+    out_genes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """GNN predictions for all cells, chunk by chunk, gathering neighbours on the fly.
 
@@ -142,24 +138,24 @@ def gnn_forward_chunked(
         ``(n_reference, G)`` reference expression of the graph's genes.
     idx
         ``(cells, k)`` int64 neighbour indices (distance order).
-    agg_t
-        ``(G, G)`` transposed aggregation matrix.
+    mixing
+        The gene aggregation.
     chunk_size
         Cells per chunk.
-    out
-        Optional preallocated ``(cells, G)`` output.
+    out_genes
+        Columns of ``reference`` to predict (``None``: all).
 
     Returns
     -------
     torch.Tensor
-        ``(cells, G)`` predictions.
+        ``(cells, G_out)`` predictions.
     """
     n = idx.shape[0]
-    if out is None:
-        out = torch.empty(n, reference.shape[1], device=reference.device, dtype=reference.dtype)
-    reference_agg = reference @ agg_t
+    n_out = reference.shape[1] if out_genes is None else int(out_genes.numel())
+    out = torch.empty(n, n_out, device=reference.device, dtype=reference.dtype)
+    reference_agg = mixing(reference)
     for s, e in _chunks(n, chunk_size):
-        out[s:e] = _run(gnn, reference, reference_agg, idx[s:e], agg_t)
+        out[s:e] = _run(gnn, reference, reference_agg, idx[s:e], mixing, out_genes)
     return out
 
 
@@ -168,7 +164,7 @@ def gnn_loss_and_backward(
     reference: torch.Tensor,
     idx: torch.Tensor,
     target: torch.Tensor,
-    agg_t: torch.Tensor,
+    mixing: GeneMixing,
     chunk_size: int,
 ) -> float:
     """Full-batch loss and *exact* full-batch gradients, accumulated over cell chunks.
@@ -185,18 +181,18 @@ def gnn_loss_and_backward(
         The loss value.
     """
     n = idx.shape[0]
-    reference_agg = reference @ agg_t
+    reference_agg = mixing(reference)
     if chunk_size >= n:
-        loss = stimpute_loss(_run(gnn, reference, reference_agg, idx, agg_t), target)
+        loss = stimpute_loss(_run(gnn, reference, reference_agg, idx, mixing), target)
         loss.backward()
         return float(loss.detach())
     with torch.no_grad():
-        pred = torch.cat([_run(gnn, reference, reference_agg, idx[s:e], agg_t) for s, e in _chunks(n, chunk_size)])
+        pred = torch.cat([_run(gnn, reference, reference_agg, idx[s:e], mixing) for s, e in _chunks(n, chunk_size)])
     pred.requires_grad_(True)
     loss = stimpute_loss(pred, target)
     (grad,) = torch.autograd.grad(loss, pred)
     for s, e in _chunks(n, chunk_size):
-        _run(gnn, reference, reference_agg, idx[s:e], agg_t).backward(grad[s:e])
+        _run(gnn, reference, reference_agg, idx[s:e], mixing).backward(grad[s:e])
     return float(loss.detach())
 
 
