@@ -16,9 +16,14 @@ R_APT_PACKAGES := r-base-core r-base-dev r-bioc-singlecellexperiment \
 	r-cran-jsonlite pandoc
 R_PY_PACKAGES := rpy2==3.5.17 anndata2ri==2.0.1
 
-.PHONY: r-deps r-apt r-py r-install r-test r-check r-vignette
+# SpatialExperiment (Bioconductor 3.16) is not in Debian: installed from the vendored source
+# tarball when it is there (a user's machine gets it from Bioconductor), skipped otherwise.
+SPE_TARBALL ?= ../shared/vendor/SpatialExperiment_1.8.0.tar.gz
+SPE_APT_PACKAGES := r-bioc-biocfilecache r-cran-rjson r-cran-magick r-bioc-dropletutils
 
-r-deps: r-apt r-py
+.PHONY: r-deps r-apt r-py r-spe r-install r-test r-check r-vignette
+
+r-deps: r-apt r-py r-spe
 
 r-apt:
 	@missing=""; for p in $(R_APT_PACKAGES); do \
@@ -29,6 +34,23 @@ r-apt:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "r-deps: R stack already installed"; fi
+
+r-spe: r-apt
+	@if [ ! -f $(SPE_TARBALL) ]; then \
+		echo "r-spe: $(SPE_TARBALL) not found; SpatialExperiment tests will skip"; \
+	elif Rscript -e 'quit(status = !requireNamespace("SpatialExperiment", quietly = TRUE))' 2>/dev/null; then \
+		echo "r-spe: SpatialExperiment already installed"; \
+	else \
+		missing=""; for p in $(SPE_APT_PACKAGES); do \
+			dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+		done; \
+		if [ -n "$$missing" ]; then \
+			echo "r-spe: apt-get install$$missing"; \
+			$(SUDO) apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+		fi && \
+		$(SUDO) R CMD INSTALL --no-build-vignettes $(SPE_TARBALL); \
+	fi
 
 # rpy2 is built against the R headers (r-base-dev), hence after r-apt.
 r-py: r-apt install

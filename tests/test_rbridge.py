@@ -102,6 +102,12 @@ SCE_BUILDER = """function(counts, xy, is_a, mode) {
         sce <- SpatialExperiment::SpatialExperiment(assays = list(counts = counts),
             colData = SummarizedExperiment::colData(sce), spatialCoords = xy)
     }
+    if (mode == "spe_two_sections") {  # two sections in one coordinate frame
+        cd <- SummarizedExperiment::colData(sce)
+        cd$sample_id <- rep(c("s1", "s2"), length.out = ncol(counts))
+        sce <- SpatialExperiment::SpatialExperiment(assays = list(counts = counts), colData = cd,
+                                                    spatialCoords = xy)
+    }
     sce
 }"""
 
@@ -192,7 +198,7 @@ def test_reduced_dim_coordinates_and_other_assay(tmp_path, toy):
     assert info["assay"] == "other"
     np.testing.assert_array_equal(np.asarray(spatial.X), 2 * toy["sp_counts"])
     np.testing.assert_allclose(spatial.obsm["spatial"], toy["xy"])
-    with pytest.raises(SpatialImputeInputError, match="not found"):
+    with pytest.raises(SpatialImputeInputError, match="no such assay"):
         rbridge.read_rds(path, assay="nope")
 
 
@@ -226,7 +232,7 @@ def test_seurat_round_trip(tmp_path, toy, reference_rds):
                  xy=ro.FloatVector(toy["xy"].ravel(order="F").tolist()))
     spatial, info = rbridge.read_rds(path)
     assert info["kind"] == "Seurat"
-    assert info["coords"] == "fov:fov"
+    assert info["coords"] == "image: fov"
     np.testing.assert_array_equal(np.asarray(spatial.X.toarray() if hasattr(spatial.X, "toarray") else spatial.X),
                                   toy["sp_counts"])
     np.testing.assert_allclose(spatial.obsm["spatial"], toy["xy"])
@@ -242,6 +248,38 @@ def test_seurat_round_trip(tmp_path, toy, reference_rds):
     rel = np.asarray(ro.r("function(x) x[['imputed']][[]]$reliability")(back))
     np.testing.assert_allclose(rel, result.var["reliability"].to_numpy(dtype=float), rtol=1e-6)
     assert ro.r("function(x) x@tools$imputeSpatial$imputed$provenance$method")(back)[0] == "knn"
+
+
+def test_spatialexperiment_sections_round_trip(tmp_path, toy, reference_rds):
+    """The R package reads sample_id as obs["sample_id"]; the result keeps the class."""
+    if not _has_r_package("SpatialExperiment"):
+        pytest.skip("R package SpatialExperiment not installed")
+    path = _spatial_rds(tmp_path, toy, "spe_two_sections")
+    spatial, info = rbridge.read_rds(path)
+    assert info["kind"] == "SpatialExperiment"
+    assert list(spatial.obs["sample_id"][:4]) == ["s1", "s2", "s1", "s2"]
+    reference, _ = rbridge.read_rds(reference_rds)
+    from spatialimpute import impute
+
+    result = impute(spatial, reference, method="knn", k=15, seed=0, device="cpu", sample_key="sample_id")
+    out = tmp_path / "spe_out.rds"
+    rbridge.write_rds(result, info, out)
+    back = ro.r["readRDS"](str(out))
+    assert ro.r("function(x) class(x)[1]")(back)[0] == "SpatialExperiment"
+    _check_altexp(back, result)
+
+
+def test_missing_r_package_is_named(monkeypatch):
+    """Without the R package SpatialImpute the bridge says what to install."""
+    real_r = ro.r
+
+    def fake_r(code):
+        return real_r("FALSE") if "requireNamespace('SpatialImpute'" in code else real_r(code)
+
+    monkeypatch.setattr(rbridge, "_STATE", {})
+    monkeypatch.setattr(ro, "r", fake_r)
+    with pytest.raises(ImportError, match="R package SpatialImpute.*R CMD INSTALL rpkg"):
+        rbridge._r()
 
 
 def test_cli_impute_rds_to_rds(tmp_path, toy, reference_rds):

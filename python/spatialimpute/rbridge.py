@@ -3,8 +3,9 @@
 Supported objects: ``SingleCellExperiment``, ``SpatialExperiment`` (handled as a
 SingleCellExperiment whose coordinates travel as a ``spatial`` reducedDim) and ``Seurat``
 (converted to a SingleCellExperiment in R first; coordinates from its FOV centroids). The
-R -> AnnData step uses ``anndata2ri``; the result goes back by adding the imputed genes to
-the original object, in R, the same way the R package ``SpatialImpute`` does:
+R -> AnnData step uses ``anndata2ri``. Both directions run the R package ``SpatialImpute``'s
+own functions (one implementation of each step): its reading of the object (assay,
+coordinates, sections) and its attachment of the result to the original object:
 
 - SingleCellExperiment / SpatialExperiment: ``altExp(x, name)``, a SummarizedExperiment
   with assay ``logcounts`` (genes x cells), ``rowData$reliability`` (and ``in_panel``) and
@@ -14,8 +15,8 @@ the original object, in R, the same way the R package ``SpatialImpute`` does:
 - Seurat: a new assay ``name`` (imputed values in ``data``), reliability in the assay's
   feature meta data, provenance in ``seu@tools$imputeSpatial[[name]]``.
 
-Requires R (>= 4.1) with SingleCellExperiment (and SeuratObject for Seurat files), and the
-Python packages ``rpy2==3.5.17`` and ``anndata2ri==2.0.1`` (``pip install
+Requires R (>= 4.1) with the R package SpatialImpute (``R CMD INSTALL rpkg``) and
+SingleCellExperiment (and SeuratObject for Seurat files), and the Python packages ``rpy2==3.5.17`` and ``anndata2ri==2.0.1`` (``pip install
 'spatialimpute[r]'``). Do not use this module from a Python embedded in R by reticulate:
 starting rpy2 there crashes R. R users call ``SpatialImpute::imputeSpatial()`` instead.
 
@@ -44,195 +45,6 @@ from ._validation import SpatialImputeInputError
 
 __all__ = ["read_rds", "write_rds", "is_available"]
 
-# R helpers, defined once per session in a private R environment.
-_R_CODE = r"""
-local({
-    kind_of <- function(x) {
-        cls <- class(x)
-        if (inherits(x, "Seurat")) return("Seurat")
-        if ("SpatialExperiment" %in% cls || is(x, "SpatialExperiment")) return("SpatialExperiment")
-        if (is(x, "SingleCellExperiment")) return("SingleCellExperiment")
-        if (is(x, "SummarizedExperiment")) return("SummarizedExperiment")
-        stop("the .rds file holds a '", cls[1], "' object; expected a SingleCellExperiment, ",
-             "SpatialExperiment or Seurat object")
-    }
-
-    # A SpatialExperiment whose package is not installed: SpatialExperiment adds no slots
-    # to SingleCellExperiment, so it can be read as one.
-    as_readable <- function(x) {
-        if ("SpatialExperiment" %in% class(x) &&
-            !requireNamespace("SpatialExperiment", quietly = TRUE)) {
-            class(x) <- structure("SingleCellExperiment", package = "SingleCellExperiment")
-        }
-        x
-    }
-
-    atomic_df <- function(df, n, names) {
-        df <- as.data.frame(df, optional = TRUE)
-        keep <- vapply(df, function(v) (is.atomic(v) || is.factor(v)) && is.null(dim(v)),
-                       logical(1))
-        df <- df[, keep, drop = FALSE]
-        for (col in names(df)) if (is.factor(df[[col]])) df[[col]] <- droplevels(df[[col]])
-        if (!ncol(df)) df <- data.frame(row.names = seq_len(n))
-        rownames(df) <- names
-        S4Vectors::DataFrame(df, check.names = FALSE)
-    }
-
-    seurat_layer <- function(x, layer) {
-        assay <- SeuratObject::DefaultAssay(x)
-        if (utils::packageVersion("SeuratObject") >= "5.0.0") {
-            SeuratObject::LayerData(x[[assay]], layer = layer)
-        } else {
-            SeuratObject::GetAssayData(x, assay = assay, slot = layer)
-        }
-    }
-
-    seurat_coords <- function(x) {
-        images <- SeuratObject::Images(x)
-        for (img in images) {
-            obj <- x[[img]]
-            tc <- tryCatch(if (is(obj, "FOV")) {
-                SeuratObject::GetTissueCoordinates(obj, which = "centroids")
-            } else {
-                SeuratObject::GetTissueCoordinates(obj)
-            }, error = function(e) NULL)
-            if (is.null(tc)) next
-            tc <- as.data.frame(tc)
-            cells <- if ("cell" %in% names(tc)) tc$cell else rownames(tc)
-            idx <- match(colnames(x), cells)
-            if (anyNA(idx)) next
-            xy <- intersect(c("x", "y"), names(tc))
-            if (length(xy) < 2) next
-            return(list(coords = as.matrix(tc[idx, xy]), source = paste0("fov:", img)))
-        }
-        NULL
-    }
-
-    # Reduce any supported object to a plain SCE (one assay "counts", atomic colData /
-    # rowData, coordinates as reducedDim "spatial") that anndata2ri converts.
-    to_plain_sce <- function(path, assay) {
-        x <- readRDS(path)
-        was_spe <- "SpatialExperiment" %in% class(x)
-        x <- as_readable(x)
-        kind <- if (was_spe) "SpatialExperiment" else kind_of(x)
-        coords <- NULL
-        source <- NA_character_
-        if (kind == "Seurat") {
-            if (!requireNamespace("SeuratObject", quietly = TRUE)) {
-                stop("the .rds file holds a Seurat object but R package SeuratObject is missing")
-            }
-            if (!nzchar(assay)) assay <- "counts"
-            mat <- seurat_layer(x, assay)
-            meta <- x[[]]
-            got <- seurat_coords(x)
-            if (!is.null(got)) { coords <- got$coords; source <- got$source }
-            rdata <- NULL
-        } else {
-            an <- SummarizedExperiment::assayNames(x)
-            if (!nzchar(assay)) assay <- if ("counts" %in% an) "counts" else an[1]
-            if (!length(an) || !assay %in% an) {
-                stop("assay '", assay, "' not found (assays: ", paste(an, collapse = ", "), ")")
-            }
-            mat <- SummarizedExperiment::assay(x, assay, withDimnames = TRUE)
-            meta <- SummarizedExperiment::colData(x)
-            rdata <- SummarizedExperiment::rowData(x)
-            if (is(x, "SingleCellExperiment")) {
-                sc <- SingleCellExperiment::int_colData(x)$spatialCoords
-                if (!is.null(sc) && NCOL(sc) >= 2) {
-                    coords <- as.matrix(sc); source <- "spatialCoords"
-                } else if ("spatial" %in% SingleCellExperiment::reducedDimNames(x)) {
-                    coords <- as.matrix(SingleCellExperiment::reducedDim(x, "spatial"))
-                    source <- "reducedDim:spatial"
-                }
-            }
-        }
-        if (is(mat, "DelayedArray")) mat <- as.matrix(mat)
-        if (is(mat, "sparseMatrix")) mat <- as(as(mat, "CsparseMatrix"), "generalMatrix")
-        if (!(is.numeric(mat) || is(mat, "dMatrix")) || is.logical(mat)) {
-            stop("assay '", assay, "' is not numeric")
-        }
-        cells <- colnames(x)
-        if (is.null(cells) || anyDuplicated(cells)) cells <- paste0("cell_", seq_len(ncol(x)))
-        genes <- rownames(x)
-        if (is.null(genes)) stop("the object has no gene names (rownames)")
-        dimnames(mat) <- list(genes, cells)
-        sce <- SingleCellExperiment::SingleCellExperiment(
-            assays = list(counts = mat),
-            colData = atomic_df(meta, ncol(x), cells),
-            rowData = if (is.null(rdata)) NULL else atomic_df(rdata, nrow(x), genes))
-        if (!is.null(coords)) {
-            coords <- unname(coords)
-            storage.mode(coords) <- "double"
-            rownames(coords) <- cells
-            SingleCellExperiment::reducedDim(sce, "spatial") <- coords
-        }
-        cd <- SummarizedExperiment::colData(sce)
-        logical_cols <- names(cd)[vapply(cd, function(v) is.logical(v) && !anyNA(v), logical(1))]
-        list(sce = sce, kind = kind, class = class(x)[1], assay = assay,
-             logical_cols = as.character(logical_cols),
-             coords = source, original_cell_names = !is.null(colnames(x)))
-    }
-
-    # Add the imputed genes to the original object, as the R package SpatialImpute does.
-    attach_result <- function(path, mat, genes, reliability, in_panel, params_json, name, out) {
-        x <- as_readable(readRDS(path))
-        kind <- kind_of(x)
-        reliability <- as.numeric(reliability)
-        in_panel <- as.logical(in_panel)
-        params <- if (requireNamespace("jsonlite", quietly = TRUE)) {
-            jsonlite::fromJSON(params_json, simplifyVector = TRUE)
-        } else {
-            list(json = params_json)
-        }
-        if (ncol(mat) != ncol(x)) {
-            stop("the result has ", ncol(mat), " cells but the original object ", ncol(x))
-        }
-        rownames(mat) <- genes
-        colnames(mat) <- colnames(x)
-        if (kind == "Seurat") {
-            if (identical(name, SeuratObject::DefaultAssay(x))) {
-                stop("name '", name, "' is the default assay of the Seurat object")
-            }
-            mat <- as(as(mat, "CsparseMatrix"), "generalMatrix")
-            assay <- suppressWarnings(SeuratObject::CreateAssayObject(data = mat))
-            assay[["reliability"]] <- stats::setNames(reliability, rownames(assay))
-            if (length(in_panel)) assay[["in_panel"]] <- stats::setNames(in_panel, rownames(assay))
-            SeuratObject::Key(assay) <- paste0(gsub("[^[:alnum:]]", "", tolower(name)), "_")
-            x[[name]] <- assay
-            tools <- slot(x, "tools")
-            if (is.null(tools$imputeSpatial)) tools$imputeSpatial <- list()
-            tools$imputeSpatial[[name]] <- params
-            slot(x, "tools") <- tools
-            saveRDS(x, out)
-            return(invisible(TRUE))
-        }
-        if (!is(x, "SingleCellExperiment")) {
-            stop("imputed genes can be added to a SingleCellExperiment, SpatialExperiment or ",
-                 "Seurat object; the original is a ", class(x)[1])
-        }
-        if ("SingleCellExperiment" %in% class(x) && !"spatial" %in% SingleCellExperiment::reducedDimNames(x)) {
-            sc <- SingleCellExperiment::int_colData(x)$spatialCoords
-            if (!is.null(sc) && NCOL(sc) >= 2 && !requireNamespace("SpatialExperiment", quietly = TRUE)) {
-                SingleCellExperiment::reducedDim(x, "spatial") <- as.matrix(sc)
-            }
-        }
-        rd <- S4Vectors::DataFrame(reliability = reliability, row.names = genes)
-        if (length(in_panel)) rd$in_panel <- in_panel
-        ae <- SummarizedExperiment::SummarizedExperiment(
-            assays = list(logcounts = mat), rowData = rd,
-            metadata = list(imputeSpatial = params))
-        SingleCellExperiment::altExp(x, name) <- ae
-        saveRDS(x, out)
-        invisible(TRUE)
-    }
-
-    env <- new.env()
-    env$to_plain_sce <- to_plain_sce
-    env$attach_result <- attach_result
-    env
-})
-"""
-
 _STATE: dict = {}
 
 
@@ -259,7 +71,7 @@ def _embedded_in_r() -> bool:
 
 
 def _r():
-    """The rpy2 robjects module with SingleCellExperiment loaded and our helpers defined."""
+    """The rpy2 robjects module and the R package SpatialImpute's bridge functions."""
     if _embedded_in_r():
         raise RuntimeError(
             "spatialimpute.rbridge cannot be used from Python running inside R (reticulate): "
@@ -272,23 +84,23 @@ def _r():
         import rpy2.robjects as ro
     except Exception as err:  # ImportError, or rpy2's own errors when R is missing
         raise ImportError(
-            "Reading and writing .rds files needs R (>= 4.1, with the Bioconductor package "
-            "SingleCellExperiment) and the Python packages rpy2==3.5.17 and anndata2ri==2.0.1: "
-            "pip install 'spatialimpute[r]' (R headers, e.g. r-base-dev, are needed to build "
-            f"rpy2). Import failed with: {err}"
+            "Reading and writing .rds files needs R (>= 4.1) with the R package SpatialImpute, and the "
+            "Python packages rpy2==3.5.17 and anndata2ri==2.0.1: pip install 'spatialimpute[r]' (R headers, "
+            f"e.g. r-base-dev, are needed to build rpy2). Import failed with: {err}"
         ) from err
     try:
         # (rpy2 returns None for invisible R values: wrap in isTRUE())
         ok = bool(ro.r("isTRUE(suppressPackageStartupMessages("
-                       "requireNamespace('SingleCellExperiment', quietly = TRUE)))")[0])
+                       "requireNamespace('SpatialImpute', quietly = TRUE)))")[0])
     except Exception as err:  # pragma: no cover - R broken
         raise ImportError(f"R could not be started through rpy2: {err}") from err
     if not ok:
         raise ImportError(
-            "The R package SingleCellExperiment is not installed: install it (Bioconductor, "
-            "or apt: r-bioc-singlecellexperiment) to read and write .rds files."
+            "Reading and writing .rds files uses the R package SpatialImpute, which is not installed in "
+            "this R: install it from the source tree with `R CMD INSTALL rpkg` (or `make r-install`). It "
+            "needs SingleCellExperiment (Bioconductor, or apt: r-bioc-singlecellexperiment)."
         )
-    helpers = ro.r(_R_CODE)
+    helpers = {"read": ro.r("SpatialImpute:::.rds_for_python"), "write": ro.r("SpatialImpute:::.write_imputed_rds")}
     _STATE["ro"], _STATE["helpers"] = ro, helpers
     return ro, helpers
 
@@ -300,7 +112,7 @@ def _r_call(fn, *args, what: str):
     try:
         return fn(*args)
     except RRuntimeError as err:
-        message = re.sub(r"^Error in .*?:\s*", "", str(err).strip(), count=1, flags=re.S)
+        message = re.sub(r"^Error(?: in .*?)?:\s*", "", str(err).strip(), count=1, flags=re.S)
         raise SpatialImputeInputError(what, "an .rds file with a supported R object", message,
                                       "save a SingleCellExperiment, SpatialExperiment or Seurat "
                                       "object with saveRDS()") from err
@@ -322,7 +134,9 @@ def read_rds(path, assay: str | None = None):
     adata : anndata.AnnData
         Cells x genes; ``X`` = the assay, ``obs``/``var`` = the atomic columns of the cell and
         gene metadata, ``obsm["spatial"]`` = the coordinates (SpatialExperiment
-        ``spatialCoords``, a ``spatial`` reducedDim, or a Seurat FOV's centroids) when present.
+        ``spatialCoords``, a ``spatial`` reducedDim, or the Seurat images' centroids) when present,
+        ``obs["sample_id"]`` the section of each cell (SpatialExperiment ``sample_id``, or the
+        image of a Seurat object with several; pass ``sample_key="sample_id"`` to impute).
     info : dict
         What :func:`write_rds` needs to rebuild an object of the same kind: ``path`` (absolute),
         ``kind`` (``"SingleCellExperiment"``, ``"SpatialExperiment"``, ``"Seurat"`` or
@@ -344,7 +158,7 @@ def read_rds(path, assay: str | None = None):
     from rpy2.robjects.conversion import get_conversion, localconverter
 
     # The R object stays in R (an object whose class package is missing must not reach rpy2).
-    res = _r_call(helpers["to_plain_sce"], str(path), assay or "",
+    res = _r_call(helpers["read"], str(path), assay or "",
                   what="assay" if assay is not None else "path")
     sce = res.rx2("sce")
     with localconverter(anndata2ri.converter):
@@ -439,8 +253,8 @@ def write_rds(result, info: dict, path, name: str = "imputed") -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        _r_call(helpers["attach_result"], str(original), mat, genes, reliability, in_panel,
-                params_json, name, tmp, what="result")
+        _r_call(helpers["write"], str(original), tmp, mat, genes, reliability, in_panel, params_json, name,
+                what="result")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,13 +1,36 @@
 # Where the spatial coordinates of the cells come from.
 
-#' Coordinates of the cells of a SingleCellExperiment / SpatialExperiment.
+#' Coordinates and sections of the cells of a SingleCellExperiment / SpatialExperiment.
 #'
 #' @param x SingleCellExperiment (or SpatialExperiment).
 #' @param coords NULL (spatialCoords), character column names of colData,
 #'   "reducedDim:<name>", or a numeric matrix with one row per cell.
-#' @return list(coords = numeric matrix cells x dims, source = description).
+#' @return list(coords = numeric matrix cells x dims, source = description, sample = the
+#'   `sample_id` colData column (one value per tissue section) or NULL).
 #' @noRd
 .sce_coords <- function(x, coords = NULL) {
+    out <- .sce_xy(x, coords)
+    cd <- SummarizedExperiment::colData(x)
+    if ("sample_id" %in% colnames(cd)) {
+        if (anyNA(cd$sample_id)) {
+            stop("'spe': colData column 'sample_id' has NA values; give every cell its ",
+                 "section.", call. = FALSE)
+        }
+        out$sample <- as.character(cd$sample_id)
+    }
+    out
+}
+
+#' Sections as an obs column and the core's `sample_key` argument (none for one section).
+#' @noRd
+.sections_obs <- function(obs, sample, n) {
+    if (is.null(sample) || length(unique(sample)) < 2L) return(list(obs = obs, args = list()))
+    if (is.null(obs)) obs <- data.frame(row.names = seq_len(n))
+    obs[["spatialimpute_section"]] <- as.character(sample)
+    list(obs = obs, args = list(sample_key = "spatialimpute_section"))
+}
+
+.sce_xy <- function(x, coords = NULL) {
     n <- ncol(x)
     if (is.null(coords)) {
         sc <- SingleCellExperiment::int_colData(x)$spatialCoords
@@ -121,38 +144,70 @@
                      "CreateFOV), or meta.data columns named with coords = c(\"x\", \"y\").",
                      call. = FALSE)
             }
-            if (length(images) > 1L) {
-                stop("'spe': the Seurat object has several images (",
-                     .names_or_none(images), "). Choose one with coords = \"fov:<name>\" ",
-                     "after subsetting the object to that image's cells.", call. = FALSE)
-            }
+            if (length(images) > 1L) return(.seurat_sections(seu, images))
             img <- images
         }
         if (!img %in% images) {
             stop("'coords' = \"", coords, "\": no such image in the Seurat object (found: ",
                  .names_or_none(images), ").", call. = FALSE)
         }
-        obj <- seu[[img]]
-        tc <- if (methods::is(obj, "FOV")) {
-            SeuratObject::GetTissueCoordinates(obj, which = "centroids")
-        } else {
-            SeuratObject::GetTissueCoordinates(obj)
-        }
-        tc <- as.data.frame(tc)
-        cell_col <- if ("cell" %in% names(tc)) tc$cell else rownames(tc)
-        xy <- intersect(c("x", "y"), names(tc))
-        if (length(xy) < 2L) xy <- names(tc)[vapply(tc, is.numeric, logical(1))][1:2]
-        idx <- match(cells, cell_col)
+        tc <- .image_centroids(seu, img)
+        idx <- match(cells, tc$cell)
         if (anyNA(idx)) {
             stop("'spe': ", sum(is.na(idx)), " of ", n, " cells have no centroid in image '",
                  img, "' (e.g. ", paste(utils::head(cells[is.na(idx)], 3), collapse = ", "),
                  "). Subset the object to the cells of that image.", call. = FALSE)
         }
-        m <- as.matrix(tc[idx, xy, drop = FALSE])
+        m <- as.matrix(tc$xy[idx, , drop = FALSE])
         return(list(coords = .check_coords(m, n, paste0("image ", img)),
                     source = paste0("image: ", img)))
     }
     md <- seu[[]]
     .df_coords(md[, intersect(coords, colnames(md)), drop = FALSE], coords, colnames(md), n,
                "the Seurat meta.data")
+}
+
+#' Centroids of one Seurat image: list(cell = cell names, xy = numeric matrix).
+#' @noRd
+.image_centroids <- function(seu, img) {
+    obj <- seu[[img]]
+    tc <- if (methods::is(obj, "FOV")) {
+        SeuratObject::GetTissueCoordinates(obj, which = "centroids")
+    } else {
+        SeuratObject::GetTissueCoordinates(obj)
+    }
+    tc <- as.data.frame(tc)
+    xy <- intersect(c("x", "y"), names(tc))
+    if (length(xy) < 2L) xy <- names(tc)[vapply(tc, is.numeric, logical(1))][1:2]
+    list(cell = if ("cell" %in% names(tc)) as.character(tc$cell) else rownames(tc),
+         xy = as.matrix(tc[, xy, drop = FALSE]))
+}
+
+#' Coordinates of a Seurat object with several images (FOVs, sections): each cell takes the
+#' centroid of the one image that holds it, and that image is its section.
+#' @noRd
+.seurat_sections <- function(seu, images) {
+    cells <- colnames(seu)
+    n <- length(cells)
+    m <- matrix(NA_real_, n, 2L)
+    sample <- rep(NA_character_, n)
+    for (img in images) {
+        tc <- .image_centroids(seu, img)
+        idx <- match(tc$cell, cells)
+        keep <- !is.na(idx)
+        if (any(!is.na(sample[idx[keep]]))) {
+            stop("'spe': some cells have centroids in several images (", img, " and ",
+                 sample[idx[keep]][!is.na(sample[idx[keep]])][1], "). Give each cell one ",
+                 "image, or choose one with coords = \"fov:<name>\".", call. = FALSE)
+        }
+        m[idx[keep], ] <- tc$xy[keep, 1:2]
+        sample[idx[keep]] <- img
+    }
+    if (anyNA(sample)) {
+        stop("'spe': ", sum(is.na(sample)), " of ", n, " cells have no centroid in any of the ",
+             "images (", .names_or_none(images), "); e.g. ",
+             paste(utils::head(cells[is.na(sample)], 3), collapse = ", "), ".", call. = FALSE)
+    }
+    list(coords = .check_coords(m, n, paste0("images ", paste(images, collapse = ", "))),
+         source = paste0("images: ", paste(images, collapse = ", ")), sample = sample)
 }

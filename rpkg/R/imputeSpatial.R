@@ -77,15 +77,7 @@ setMethod("imputeSpatial", c("SingleCellExperiment", "ANY"),
                         ref.assay.type = ref.assay.type, seed = seed, device = device,
                         num.threads = num.threads, verbose = verbose, dots = list(...),
                         cell_names = colnames(spe))
-    mat <- res$mat
-    rd <- S4Vectors::DataFrame(reliability = res$reliability, row.names = res$genes)
-    if (!is.null(res$in_panel)) rd$in_panel <- res$in_panel
-    ae <- SummarizedExperiment::SummarizedExperiment(
-        assays = list(logcounts = mat), rowData = rd,
-        metadata = list(imputeSpatial = res$params))
-    out <- spe
-    SingleCellExperiment::altExp(out, name) <- ae
-    out
+    .attach_imputed(spe, res, name)
 })
 
 #' @rdname imputeSpatial
@@ -111,23 +103,7 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
                         ref.assay.type = ref.assay.type, seed = seed, device = device,
                         num.threads = num.threads, verbose = verbose, dots = list(...),
                         cell_names = colnames(spe))
-    mat <- res$mat
-    if (!methods::is(mat, "dgCMatrix")) mat <- methods::as(mat, "dgCMatrix")
-    assay <- suppressWarnings(SeuratObject::CreateAssayObject(data = mat))
-    # CreateAssayObject() may rename features (e.g. "_" -> "-"): keep the order, use its names.
-    reliability <- stats::setNames(res$reliability, rownames(assay))
-    assay[["reliability"]] <- reliability
-    if (!is.null(res$in_panel)) {
-        assay[["in_panel"]] <- stats::setNames(res$in_panel, rownames(assay))
-    }
-    SeuratObject::Key(assay) <- paste0(gsub("[^[:alnum:]]", "", tolower(name)), "_")
-    out <- spe
-    out[[name]] <- assay
-    tools <- methods::slot(out, "tools")
-    if (is.null(tools$imputeSpatial)) tools$imputeSpatial <- list()
-    tools$imputeSpatial[[name]] <- res$params
-    methods::slot(out, "tools") <- tools
-    out
+    .attach_imputed(spe, res, name)
 })
 
 .check_name <- function(name) {
@@ -254,7 +230,8 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
     say("converting ", length(sp$cells), " spatial cells x ", length(sp$genes),
         " genes and ", length(ref$cells), " reference cells x ", length(ref$genes),
         " genes")
-    ad_sp <- .to_anndata(sp$mat, sp$cells, sp$genes, coords = xy$coords, obs = sp_obs)
+    sections <- .sections_obs(sp_obs, xy$sample, length(sp$cells))
+    ad_sp <- .to_anndata(sp$mat, sp$cells, sp$genes, coords = xy$coords, obs = sections$obs)
     ad_ref <- .to_anndata(ref$mat, ref$cells, ref$genes, obs = ref_obs)
 
     restore <- .set_core_settings(verbose)
@@ -264,7 +241,7 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
                    genes = if (is.null(genes)) NULL else as.list(genes),
                    seed = as.integer(seed), device = device, spatial_key = "spatial"),
               if (is.null(num.threads)) list() else list(num_threads = as.integer(num.threads)),
-              dots)
+              sections$args, dots)
     result <- .call_python(si$impute, args)
 
     say("converting the result back to R")

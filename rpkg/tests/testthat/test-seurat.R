@@ -56,3 +56,26 @@ test_that("Seurat bad input: no FOV, cells missing from the FOV, default assay n
     expect_error(imputeSpatial(seu, ref, assay.type = "nope", method = "knn"),
                  "assay.type")
 })
+
+test_that("Seurat with several FOVs: each image is a section, cells keep their order", {
+    skip_if_not_installed("SeuratObject")
+    skip_if_no_core()
+    toy <- make_toy_pair()
+    counts <- methods::as(methods::as(toy$sp_counts, "CsparseMatrix"), "generalMatrix")
+    seu <- suppressWarnings(SeuratObject::CreateSeuratObject(counts = counts, assay = "RNA"))
+    half <- seq_len(ncol(counts)) %% 2 == 0
+    for (img in c("fov_a", "fov_b")) {
+        keep <- if (img == "fov_a") half else !half
+        cents <- SeuratObject::CreateCentroids(data.frame(
+            x = toy$xy[keep, "x"], y = toy$xy[keep, "y"], cell = colnames(counts)[keep]))
+        seu[[img]] <- SeuratObject::CreateFOV(coords = list(centroids = cents), type = "centroids",
+                                              assay = "RNA", key = paste0(sub("_", "", img), "_"))
+    }
+    out <- imputeSpatial(seu, toy_seurat_reference(toy), method = "knn", k = 15)
+    info <- imputeInfo(out)
+    expect_identical(info$coords, "images: fov_a, fov_b")
+    expect_identical(info$provenance$data$sample_key, "spatialimpute_section")
+    m <- SeuratObject::GetAssayData(out[["imputed"]], "data")
+    expect_identical(colnames(m), colnames(seu))
+    expect_gt(gene_cor(as.matrix(m), toy$truth, "T1"), 0.8)
+})
