@@ -66,7 +66,7 @@ def main(argv=None) -> None:
                              method_params={method: params} if params else None,
                              clustering=not args.no_clustering, dataset=args.dataset)
         print(_line(f"{args.dataset} {cfg}", res, method) + f" (call {time.perf_counter() - t:.1f} s)", flush=True)
-        summaries[cfg] = res.summary
+        summaries[cfg] = res.to_dict()
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

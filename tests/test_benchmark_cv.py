@@ -159,13 +159,19 @@ def test_knn_cv_scores_and_determinism():
     assert list(scores.index) == sorted(shared)
     assert set(GENE_METRICS) <= set(scores.columns)
     assert scores["spcc"].mean() > 0.3  # the planted cell-type programs are learnable
-    s = a.summary["methods"]["knn"]
+    s = a.to_dict()["methods"]["knn"]
     assert s["gene_metrics"]["spcc"]["mean"] == pytest.approx(scores["spcc"].mean())
     assert s["gene_metrics"]["spcc"]["median"] == pytest.approx(scores["spcc"].median())
     assert set(s["clustering"]) >= {"imputed_vs_measured", "imputed_vs_labels", "measured_vs_labels"}
     assert len(s["cost"]["folds"]) == 3 and s["cost"]["peak_rss_mib"] > 0
-    assert a.summary["machine"]["cpu_count"] >= 1
-    json.dumps(a.summary, allow_nan=False)  # JSON-ready
+    assert a.to_dict()["machine"]["cpu_count"] >= 1
+    json.dumps(a.to_dict(), allow_nan=False)  # JSON-ready
+    table = a.summary  # methods x metrics, printable
+    assert isinstance(table, pd.DataFrame) and list(table.index) == ["knn"]
+    assert table.loc["knn", "spcc"] == pytest.approx(scores["spcc"].mean())
+    assert table.loc["knn", "spcc_median"] == pytest.approx(scores["spcc"].median())
+    assert {"css_cell", "ari", "calib_rho", "wall_s"} <= set(table.columns)
+    assert "knn" in str(table) and len(str(table)) < 2000
     assert a.cell_scores["knn"].shape[0] == spatial.n_obs
 
 
@@ -207,7 +213,7 @@ def test_run_benchmark_writes_report(tmp_path):
     md = (out / "summary.md").read_text()
     assert "| knn |" in md and "SPCC" in md
     assert (out / "spcc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert res.summary["outputs"]["figure"].endswith("spcc.png")
+    assert res.to_dict()["outputs"]["figure"].endswith("spcc.png")
     # files given directly
     res2 = run_benchmark(spatial=data_dir / "toy" / "spatial.h5ad", reference=reference, methods="knn", n_folds=2,
                          device="cpu", method_params={"knn": {"k": 10, "n_components": 5}})

@@ -29,11 +29,11 @@ def test_knn_benchmark_osmfish(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(settings, "progress", False)
     res = run_benchmark(PAIR, data_dir=data_dir, methods="knn", out=tmp_path, n_folds=5, device="cpu")
     assert len(res.genes) == 33 and sum(len(f) for f in res.folds) == 33
-    s = res.summary["methods"]["knn"]
+    s = res.to_dict()["methods"]["knn"]
     # a cosine kNN baseline reaches a clearly positive held-out accuracy on this pair (about 0.2)
     assert 0.1 < s["gene_metrics"]["spcc"]["mean"] < 0.6
     assert np.isfinite(res.predictions["knn"].X).all()
-    assert res.summary["protocol"]["labels_key"] == "cell_type"
+    assert res.to_dict()["protocol"]["labels_key"] == "cell_type"
     assert s["clustering"]["n_labels"] == 31
     assert 0.0 < s["clustering"]["imputed_vs_labels"]["ari"] <= 1.0
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -150,7 +150,7 @@ def cmd_benchmark(args) -> int:
         method_params=method_params, labels_key=args.labels_key, clustering=not args.no_clustering,
         save_predictions=args.save_predictions,
     )
-    print(markdown_table(result.summary))
+    print(markdown_table(result.to_dict()))
     print(f"results in {args.out}/")
     return 0
 

@@ -16,7 +16,7 @@ from .calibration import reliability_calibration
 from .clustering_agreement import clustering_agreement, partition_agreement
 from .cv import CVResult, cross_validate, make_gene_folds
 from .metrics import CELL_METRICS, GENE_METRICS, cell_metrics, gene_metrics
-from .report import markdown_table, run_benchmark, write_report
+from .report import markdown_table, run_benchmark, summary_table, write_report
 from .shared_data import dataset_paths, default_data_dir, list_datasets, load_dataset
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "run_benchmark",
     "write_report",
     "markdown_table",
+    "summary_table",
     "list_datasets",
     "dataset_paths",
     "default_data_dir",

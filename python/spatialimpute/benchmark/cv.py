@@ -66,10 +66,10 @@ class CVResult:
         during the fold, RSS at its start, peak GPU memory), ``peak_rss_mib`` and
         ``peak_gpu_mib`` (maxima over folds), ``scoring_metrics_s`` and
         ``scoring_clustering_s`` (time spent scoring, not part of the method's cost).
-    summary
+    record
         JSON-ready dict: protocol, machine, ``run_wall_s`` (the whole cross-validation), and
         per method the mean and median of every metric, undefined counts, clustering,
-        calibration and cost.
+        calibration and cost. Also returned by :meth:`to_dict`.
     """
 
     methods: list[str]
@@ -82,7 +82,21 @@ class CVResult:
     clustering: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     cost: dict = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Methods x metrics table (see :func:`~.report.summary_table`): means over genes,
+        medians, clustering agreement, calibration and cost."""
+        from .report import summary_table
+
+        return summary_table(self.record)
+
+    def to_dict(self) -> dict:
+        """The full JSON-ready record of the run (a copy of :attr:`record`)."""
+        import copy
+
+        return copy.deepcopy(self.record)
 
     def gene_table(self) -> pd.DataFrame:
         """All methods' per-gene scores in long format (columns ``method``, ``gene``, ...)."""
@@ -368,9 +382,9 @@ def cross_validate(
             "peak_rss_scope": fold_costs[0]["peak_rss_scope"],
             "folds": fold_costs,
         }
-    result.summary = _summary(result, spatial, reference, n_folds, seed, fold_seed, dev, dataset, labels_key,
+    result.record = _summary(result, spatial, reference, n_folds, seed, fold_seed, dev, dataset, labels_key,
                               labels is not None, resolved)
-    result.summary["run_wall_s"] = time.perf_counter() - t_run
+    result.record["run_wall_s"] = time.perf_counter() - t_run
     return result
 
 

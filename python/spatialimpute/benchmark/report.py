@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .._io import write_bytes, write_h5ad, write_text
 from .cv import CVResult, cross_validate
@@ -32,8 +33,40 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def summary_table(record: dict) -> pd.DataFrame:
+    """One row per method, one column per number: the printable summary of a benchmark.
+
+    Columns: the mean over genes of each gene metric (``spcc``, ``pcc``, ``ssim``, ``rmse``,
+    ``js``, ``css_gene``, ``mse_gene``), ``spcc_median``, the mean over cells of the cell
+    metrics (``css_cell``, ``mse_cell``), clustering agreement with the measured data
+    (``ari``, ``nmi``; NaN when not computed), calibration (``calib_rho``: Spearman of
+    reliability vs spcc over genes; ``calib_gain``: mean spcc of the top half of genes by
+    reliability minus that of all genes) and cost (``wall_s``, ``peak_rss_mib``).
+
+    Parameters
+    ----------
+    record
+        :meth:`CVResult.to_dict` (or a ``summary.json`` loaded back).
+    """
+    rows = {}
+    for name, m in record["methods"].items():
+        gm, cm = m["gene_metrics"], m["cell_metrics"]
+        row = {k: v["mean"] for k, v in gm.items()}
+        row["spcc_median"] = gm["spcc"]["median"]
+        row.update({k: v["mean"] for k, v in cm.items()})
+        ivm = (m.get("clustering") or {}).get("imputed_vs_measured") or {}
+        row["ari"], row["nmi"] = ivm.get("ari"), ivm.get("nmi")
+        cal = m.get("calibration") or {}
+        row["calib_rho"], row["calib_gain"] = cal.get("spearman"), cal.get("gain_top_half")
+        row["wall_s"], row["peak_rss_mib"] = m["cost"]["total_wall_s"], m["cost"]["peak_rss_mib"]
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index").astype(float)
+    table.index.name = "method"
+    return table
+
+
 def markdown_table(summary: dict) -> str:
-    """Render a benchmark summary (:attr:`CVResult.summary`) as a markdown report.
+    """Render a benchmark record (:meth:`CVResult.to_dict`) as a markdown report.
 
     One row per method: mean SPCC/PCC/SSIM/RMSE/JS/CSS over genes (medians in a second
     table), clustering agreement (ARI/NMI of the imputed vs the measured Leiden clusters and
@@ -112,7 +145,7 @@ def spcc_figure(result: CVResult) -> bytes:
         ax_box.scatter(i + rng.uniform(-0.15, 0.15, values.size), values, s=8, alpha=0.5, color="tab:blue")
     ax_box.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax_box.set_ylabel("per-gene SPCC (held-out)")
-    ax_box.set_title(f"{result.summary.get('dataset') or 'benchmark'}: SPCC per gene")
+    ax_box.set_title(f"{result.record.get('dataset') or 'benchmark'}: SPCC per gene")
     any_rel = False
     for m in methods:
         df = result.gene_scores[m]
@@ -154,7 +187,7 @@ def write_report(result: CVResult, out, *, save_predictions: bool = False) -> di
     if save_predictions:
         for m in result.predictions:
             files[f"predictions_{m}"] = out / f"predictions_{m}.h5ad"
-    summary = dict(result.summary)
+    summary = result.to_dict()
     summary["outputs"] = {k: str(v) for k, v in files.items()}
     write_text(result.gene_table().to_csv(index=False), files["gene_metrics"])
     write_text(result.cell_table().to_csv(index=False), files["cell_metrics"])
@@ -242,7 +275,7 @@ def run_benchmark(
     )
     if out is not None:
         files = write_report(result, out, save_predictions=save_predictions)
-        result.summary["outputs"] = {k: str(v) for k, v in files.items()}
+        result.record["outputs"] = {k: str(v) for k, v in files.items()}
     return result
 
 
