@@ -270,9 +270,14 @@ def test_clustering_agreement_planted_clusters():
 def test_average_ranks_match_scipy_rankdata():
     from scipy.stats import rankdata
 
+    from spatialimpute._stats import average_ranks, spearman_columns
+
     rng = np.random.default_rng(3)
     for shape in [(1, 3), (6, 1), (40, 9)]:
         ties = rng.integers(0, 4, size=shape).astype(float)
         distinct = rng.normal(size=shape)
         for x in (ties, distinct):
-            np.testing.assert_array_equal(metrics._average_ranks(x), rankdata(x, axis=0))
+            np.testing.assert_array_equal(average_ranks(x), rankdata(x, axis=0))
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    expected = [spearmanr(x[:, j], y[:, j])[0] for j in range(4)]
+    np.testing.assert_allclose(spearman_columns(x, y), expected, rtol=1e-12)

@@ -191,7 +191,7 @@ def test_paper_preset_is_the_original():
     assert arch.latent_dim == 100 and arch.esm_pooling == "last"
     assert (sched.em_rounds, sched.ae_epochs, sched.ae_steps, sched.ae_batch_size) == (2, 30, 10, 512)
     assert (sched.lr, sched.weight_decay, sched.ae_lr, sched.ae_weight_decay) == (1e-2, 1e-2, 1e-2, 1e-4)
-    assert sched.step_work is None and sched.gnn_steps is None and sched.reliability_steps is None
+    assert sched.step_work is None and sched.gnn_steps is None and sched.reliability_steps is None  # regimes, full batch
 
 
 def test_low_rank_mixing_matches_dense():

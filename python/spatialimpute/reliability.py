@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._stats import spearman_columns
 from .data.spatial_graph import section_knn
 from .data.paired import PairedData
 
@@ -147,8 +148,6 @@ def reliability_from_heldout(
     numpy.ndarray
         Reliability per target gene in [0, 1].
     """
-    from .benchmark.metrics import gene_metrics
-
     n_targets = paired.n_targets
     if paired.n_features < 3:
         return np.full(n_targets, np.nan)
@@ -161,7 +160,7 @@ def reliability_from_heldout(
         train = np.setdiff1d(all_cols, heldout)
         pred = np.asarray(predict_heldout(train, heldout, cells), dtype=np.float64)
         truth = paired.spatial_X[np.ix_(cells, heldout)]
-        accuracy.append(gene_metrics(truth, pred)["spcc"].to_numpy())
+        accuracy.append(spearman_columns(truth, pred))
         descriptors.append(gene_descriptors(pred, paired.reference_X[:, heldout], neighbors))
     model = GeneReliability().fit(np.vstack(descriptors), np.concatenate(accuracy))
     targets = target_prediction(cells) if callable(target_prediction) else target_prediction[cells]

@@ -28,6 +28,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import rel_entr
 
+from .._stats import average_ranks, constant_columns, pearson_columns
+
 __all__ = [
     "gene_metrics",
     "cell_metrics",
@@ -119,47 +121,6 @@ def _blocks(n_rows: int, n_cols: int):
         yield slice(start, min(start + width, n_cols))
 
 
-def _constant(x: np.ndarray) -> np.ndarray:
-    """Columns whose max equals their min exactly."""
-    return x.max(axis=0) == x.min(axis=0)
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """Column-wise average ranks (1-based; ties share the mean of their positions).
-
-    Same result as ``scipy.stats.rankdata(x, method="average", axis=0)``, vectorised over
-    columns: one stable argsort of the (transposed, contiguous) matrix, tie groups found by
-    comparing neighbours, their mean positions by one ``bincount``.
-    """
-    n_rows, n_cols = x.shape
-    xt = np.ascontiguousarray(x.T)
-    order = np.argsort(xt, axis=1, kind="stable")
-    ordered = np.take_along_axis(xt, order, axis=1)
-    new_group = np.empty(xt.shape, dtype=bool)
-    new_group[:, 0] = True
-    np.not_equal(ordered[:, 1:], ordered[:, :-1], out=new_group[:, 1:])
-    group = np.cumsum(new_group.ravel()) - 1  # global tie-group id of each sorted position
-    position = np.tile(np.arange(n_rows, dtype=np.float64), n_cols)
-    mean_position = np.bincount(group, weights=position) / np.bincount(group)
-    flat = np.empty(n_rows * n_cols, dtype=np.float64)
-    flat[(order + (np.arange(n_cols) * n_rows)[:, None]).ravel()] = mean_position[group] + 1.0
-    return flat.reshape(n_cols, n_rows).T
-
-
-def _pearson_columns(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column-wise Pearson correlation; undefined (a constant column) -> 0, flagged."""
-    undefined = _constant(x) | _constant(y)
-    xc = x - x.mean(axis=0)
-    yc = y - y.mean(axis=0)
-    num = np.einsum("ij,ij->j", xc, yc)
-    den = np.sqrt(np.einsum("ij,ij->j", xc, xc) * np.einsum("ij,ij->j", yc, yc))
-    r = np.zeros(x.shape[1])
-    ok = ~undefined & (den > 0)
-    r[ok] = num[ok] / den[ok]
-    np.clip(r, -1.0, 1.0, out=r)
-    return r, undefined | ~ok
-
-
 def _minmax_columns(x: np.ndarray) -> np.ndarray:
     lo = x.min(axis=0)
     span = x.max(axis=0) - lo
@@ -170,7 +131,7 @@ def _minmax_columns(x: np.ndarray) -> np.ndarray:
 
 
 def _zscore_columns(x: np.ndarray) -> np.ndarray:
-    constant = _constant(x)
+    constant = constant_columns(x)
     xc = x - x.mean(axis=0)
     sd = np.sqrt(np.mean(xc * xc, axis=0))  # population standard deviation
     out = xc / np.where(constant | (sd == 0), 1.0, sd)
@@ -231,7 +192,7 @@ def spearman_vectors(a, b) -> tuple[float, bool]:
                            "pass two vectors of the same length")
     if a.shape[0] == 0:
         return 0.0, True
-    r, undefined = _pearson_columns(_average_ranks(a), _average_ranks(b))
+    r, undefined = pearson_columns(average_ranks(a), average_ranks(b))
     return float(r[0]), bool(undefined[0])
 
 
@@ -284,8 +245,8 @@ def gene_metrics(truth, pred) -> pd.DataFrame:
     flags = {name: np.zeros(n_genes, dtype=bool) for name in ("spcc", "pcc", "css_gene")}
     for block in _blocks(n_cells, n_genes):
         x, y = t[:, block], p[:, block]
-        out["pcc"][block], flags["pcc"][block] = _pearson_columns(x, y)
-        out["spcc"][block], flags["spcc"][block] = _pearson_columns(_average_ranks(x), _average_ranks(y))
+        out["pcc"][block], flags["pcc"][block] = pearson_columns(x, y)
+        out["spcc"][block], flags["spcc"][block] = pearson_columns(average_ranks(x), average_ranks(y))
         out["ssim"][block] = _ssim_columns(x, y)
         diff = _zscore_columns(x) - _zscore_columns(y)
         out["rmse"][block] = np.sqrt(np.mean(diff * diff, axis=0))

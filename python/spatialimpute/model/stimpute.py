@@ -136,14 +136,16 @@ class StImputeSchedule(Config):
     ``em_rounds``; ``gnn_steps`` per round; ``lr`` / ``weight_decay`` (Adam, GNN and
     reliability MLP); ``step_work``: most (cell, gene, neighbour) entries one GNN step sees,
     a random subset of the cells when all of them would exceed it (``None``: every step on
-    all cells, the original); ``ae_epochs``, ``ae_steps`` (per M-step), ``ae_batch_size``,
+    all cells, the original). With both fixed (fast preset) the GNN's training costs at most
+    ``em_rounds * gnn_steps * step_work`` entries, whatever the numbers of cells and genes;
+    ``ae_epochs``, ``ae_steps`` (per M-step), ``ae_batch_size``,
     ``ae_lr``, ``ae_weight_decay``: the autoencoder's; ``reliability_steps`` and
     ``reliability_max_cells``: the reliability MLP's; ``memory_budget_gb``: activation
     memory of one GNN chunk (chunks with exact gradient accumulation beyond it).
     """
 
     em_rounds: int = integer(2, minimum=1)
-    gnn_steps: int | None = integer(None, minimum=0, optional=True)
+    gnn_steps: int | None = integer(10, minimum=0, optional=True)
     lr: float = number(1e-2, minimum=0.0, inclusive=False)
     weight_decay: float = number(1e-2, minimum=0.0)
     step_work: int | None = integer(2**21, minimum=1, optional=True)
@@ -195,7 +197,7 @@ class StImpute(BaseImputer):
     presets = {
         "fast": {},
         "paper": {"graph_mixing": "dense", "neighbor_space": "autoencoder", "reliability_model": "mlp",
-                  "hidden": None, "alpha": None, "step_work": None},
+                  "hidden": None, "alpha": None, "gnn_steps": None, "step_work": None},
     }
 
     # ------------------------------------------------------------------ settings
