@@ -1,4 +1,4 @@
-"""Gene embeddings for stImpute's gene graph (ALGORITHMS.md B.2, decision 4).
+"""Gene embeddings for stImpute's gene graph (docs/algorithms/stimpute.md, "Gene graph").
 
 Sources, combinable with :func:`combine_embeddings` (first source wins for a gene):
 

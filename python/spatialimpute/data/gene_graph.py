@@ -1,4 +1,4 @@
-"""Gene-gene graphs for stImpute (ALGORITHMS.md B.2).
+"""Gene-gene graphs for stImpute (docs/algorithms/stimpute.md, "Gene graph").
 
 Two steps:
 

@@ -49,7 +49,7 @@ class StImputeAE(nn.Module):
 
 
 class StImputeGNN(nn.Module):
-    """Gene-node GraphSAGE (two layers over ``k`` slots) + MLP head ``k -> 2h -> h -> 1`` (B.5).
+    """Gene-node GraphSAGE (two layers over ``k`` slots) + MLP head ``k -> 2h -> h -> 1`` ("Network").
 
     Parameters
     ----------
@@ -79,7 +79,7 @@ class StImputeGNN(nn.Module):
 
 
 class ReliabilityMLP(MLP):
-    """Per-gene accuracy predictor ``n_cells -> 2h -> h -> 1`` (B.8)."""
+    """Per-gene accuracy predictor ``n_cells -> 2h -> h -> 1`` ("Reliability")."""
 
     def __init__(self, n_inputs: int, hidden: int) -> None:
         super().__init__((int(n_inputs), 2 * int(hidden), int(hidden), 1))
@@ -93,7 +93,7 @@ def _cos_rows(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def stimpute_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``2 (L_cell + L_gene) + MSE`` with global-mean centring (B.6).
+    """``2 (L_cell + L_gene) + MSE`` with global-mean centring ("Loss and schedule").
 
     Parameters
     ----------
@@ -202,7 +202,7 @@ def weighted_knn_mean(
     dist: torch.Tensor,
     chunk_size: int = 65536,
 ) -> torch.Tensor:
-    """stPlus-style distance-weighted mean of the neighbours' expression (B.4, guarded).
+    """stPlus-style distance-weighted mean of the neighbours' expression ("Prediction", guarded).
 
     Neighbours with cosine distance ``< 1`` are kept; weights
     ``w_j = (1 - d_j / sum_kept d) / (n_kept - 1)`` (sum to 1). Guards: one kept neighbour
@@ -239,7 +239,7 @@ def weighted_knn_mean(
 
 
 def final_blend(gnn_pred: torch.Tensor, knn_mean: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``alpha * GNN + (1 - alpha) * kNN-mean rescaled to the GNN's global max`` (B.7.6).
+    """``alpha * GNN + (1 - alpha) * kNN-mean rescaled to the GNN's global max`` ("Prediction").
 
     Each kNN-mean column is divided by its own max and multiplied by the max over all GNN
     predictions of the target genes; an all-zero (or non-positive) column contributes 0.
