@@ -82,4 +82,4 @@ r-check: r-install install
 # The vignette as HTML in $(R_BUILD_DIR)/vignette/SpatialImpute.html.
 r-vignette: r-install install
 	mkdir -p $(R_BUILD_DIR)/vignette
-	RETICULATE_PYTHON=$(R_PYTHON) Rscript -e 'rmarkdown::render("rpkg/vignettes/SpatialImpute.Rmd", output_dir = "$(R_BUILD_DIR)/vignette", intermediates_dir = tempdir(), knit_root_dir = tempdir())'
+	RETICULATE_PYTHON=$(R_PYTHON) SPATIALIMPUTE_DATA_DIR=$(abspath ../shared/data) Rscript -e 'rmarkdown::render("rpkg/vignettes/SpatialImpute.Rmd", output_dir = "$(R_BUILD_DIR)/vignette", intermediates_dir = tempdir(), knit_root_dir = tempdir())'
