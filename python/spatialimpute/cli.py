@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_impute)
 
     p = sub.add_parser("benchmark", help="leave-genes-out cross-validation of methods", description=(
-        "Score methods with 5-fold leave-genes-out cross-validation (BENCHMARK.md) and write per-gene CSV, "
+        "Score methods with 5-fold leave-genes-out cross-validation (docs/benchmark.md) and write per-gene CSV, "
         "summary JSON, a markdown table and a figure."))
     p.add_argument("--dataset", help="name of a benchmark pair in the data directory")
     p.add_argument("--spatial", help="spatial .h5ad (instead of --dataset)")

@@ -1,4 +1,4 @@
-"""Benchmark: leave-genes-out cross-validation, accuracy metrics and reports (BENCHMARK.md).
+"""Benchmark: leave-genes-out cross-validation, accuracy metrics and reports (docs/benchmark.md).
 
 Public API
 ----------

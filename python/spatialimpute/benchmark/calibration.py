@@ -1,4 +1,4 @@
-"""Reliability calibration (BENCHMARK.md): do higher reliability scores mean higher accuracy?"""
+"""Reliability calibration (docs/benchmark.md): do higher reliability scores mean higher accuracy?"""
 
 from __future__ import annotations
 

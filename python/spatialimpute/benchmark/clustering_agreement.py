@@ -1,4 +1,4 @@
-"""Clustering agreement (BENCHMARK.md): Leiden on the imputed vs on the measured matrix."""
+"""Clustering agreement (docs/benchmark.md): Leiden on the imputed vs on the measured matrix."""
 
 from __future__ import annotations
 

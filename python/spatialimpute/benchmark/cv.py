@@ -1,4 +1,4 @@
-"""Leave-genes-out cross-validation (BENCHMARK.md, "Protocol") and its scoring.
+"""Leave-genes-out cross-validation (docs/benchmark.md) and its scoring.
 
 For every method: the spatial data are normalised once on their full gene set, the sorted
 shared genes are split by ``KFold(n_folds, shuffle=True, random_state=fold_seed)``, and in fold
@@ -223,7 +223,7 @@ def cross_validate(
     clustering: bool = True,
     dataset: str | None = None,
 ) -> CVResult:
-    """Leave-genes-out cross-validation of imputation methods (BENCHMARK.md protocol).
+    """Leave-genes-out cross-validation of imputation methods (docs/benchmark.md).
 
     Parameters
     ----------
@@ -422,7 +422,7 @@ def _summary(result: CVResult, spatial, reference, n_folds, seed, fold_seed, dev
     summary = {
         "dataset": dataset,
         "protocol": {
-            "description": "BENCHMARK.md leave-genes-out CV: normalise once on the full gene set, "
+            "description": "leave-genes-out CV (docs/benchmark.md): normalise once on the full gene set, "
                            "KFold over sorted shared genes, fold sees training genes only",
             "n_folds": len(result.folds),
             "fold_seed": fold_seed,

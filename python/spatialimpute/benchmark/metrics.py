@@ -1,4 +1,4 @@
-"""Per-gene and per-cell accuracy metrics of an imputation (BENCHMARK.md, "Metrics").
+"""Per-gene and per-cell accuracy metrics of an imputation (docs/benchmark.md, "Metrics").
 
 Every metric compares a measured matrix ``truth`` with a predicted matrix ``pred`` of the same
 shape (cells x genes). Per-gene metrics are computed over cells, one value per gene column;
@@ -197,7 +197,7 @@ def spearman_vectors(a, b) -> tuple[float, bool]:
 
 
 def gene_metrics(truth, pred) -> pd.DataFrame:
-    """Per-gene accuracy of a prediction (BENCHMARK.md), computed over cells.
+    """Per-gene accuracy of a prediction (docs/benchmark.md), computed over cells.
 
     Parameters
     ----------
@@ -264,7 +264,7 @@ def gene_metrics(truth, pred) -> pd.DataFrame:
 
 
 def cell_metrics(truth, pred) -> pd.DataFrame:
-    """Per-cell accuracy of a prediction (BENCHMARK.md), computed over genes.
+    """Per-cell accuracy of a prediction (docs/benchmark.md), computed over genes.
 
     Parameters
     ----------
