@@ -100,8 +100,13 @@ def read_spatial(path, platform: str | None = None, *, assay: str | None = None)
 
 
 def _spatialdata():
+    """The spatialdata module (its dependencies' import-time deprecation warnings silenced)."""
+    import warnings
+
     try:
-        import spatialdata
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
+            import spatialdata
     except ImportError as err:
         raise ImportError(
             "Reading SpatialData stores and platform folders needs the extra [spatialdata]: "

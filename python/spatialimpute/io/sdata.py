@@ -26,6 +26,9 @@ def is_spatialdata(obj) -> bool:
 
 def table_keys(sdata, table_key: str):
     """``(table, regions, region_key, instance_key)`` of ``sdata.tables[table_key]``."""
+    from .read import _spatialdata
+
+    _spatialdata()
     from spatialdata.models import get_table_keys
 
     tables = list(sdata.tables.keys())

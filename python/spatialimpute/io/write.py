@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .._io import atomic_path, write_h5ad
@@ -40,12 +41,21 @@ def write_result(result, path, source: SpatialInput | None = None, *, name: str 
         raise SpatialImputeInputError("out", f"a path ending in {', '.join(SUFFIXES)}", repr(str(path)),
                                       "e.g. imputed.h5ad")
     if suffix == ".zarr":
+        from .read import _spatialdata
+
+        _spatialdata()
         from spatialdata import SpatialData
         from spatialdata.models import TableModel
 
         sdata = result if is_spatialdata(result) else SpatialData(tables={name: TableModel.parse(result.copy())})
-        with atomic_path(path) as tmp:
-            sdata.write(tmp)
+        logger = logging.getLogger("spatialdata._logging")  # (it reports the temporary path as the store's)
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            with atomic_path(path) as tmp:
+                sdata.write(tmp)
+        finally:
+            logger.setLevel(level)
         return path
     if is_spatialdata(result):
         raise SpatialImputeInputError("out", "a .zarr path for a SpatialData result", repr(str(path)),
