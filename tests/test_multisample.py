@@ -74,7 +74,6 @@ def test_section_knn_stays_in_section():
 def test_stgnet_refinement_graph_respects_sections():
     spatial, reference, section = _two_sections()
     model = si.STGNET(spatial, reference, sample_key="section", device="cpu")
-    model._cfg = model._config()  # (set by _fit; the graphs need only the configuration)
     features = torch.randn(spatial.n_obs, 4)
     _, _, edges, info = model._graphs(features)
     ids = (section == "slice_b").astype(np.int64)

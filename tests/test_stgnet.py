@@ -1,17 +1,21 @@
-"""STGNET model: end to end on the simulator (planted answer), determinism, save/load,
-reference-stage reuse, panel extension, labels, bad inputs."""
+"""STGNET through its public API: end to end on the simulator (planted answer), presets,
+determinism, the cross-fold cache, save/load, panel extension, labels, bad options."""
+
+import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
+import spatialimpute as si
 from spatialimpute._validation import SpatialImputeInputError
 from spatialimpute.datasets import simulate_pair
-from spatialimpute.model import stgnet as stgnet_mod
-from spatialimpute.model.stgnet import STGNET, match_quantiles, stgnet_scale, stgnet_unscale
+from spatialimpute.model.stgnet import (
+    PRESETS, STGNET, STGNETArchitecture, STGNETSchedule, clear_reference_cache, match_quantiles, stgnet_scale,
+    stgnet_unscale,
+)
 
 #: Tiny but complete schedule: every stage runs.
-TINY = dict(s1_epochs=1, s2_epochs=1, s3_epochs=1, min_steps=20, s2_panel_steps=20, batch_size=50, s5_epochs=15,
+TINY = dict(s1_steps=20, s2_steps=20, s3_steps=20, s2_panel_steps=20, batch_size=50, s5_epochs=15,
             g1_channels=[8, 4], unet_ngf=4, s5_hidden=[32, 16], refine=True, reliability=False, device="cpu")
 
 
@@ -21,26 +25,27 @@ def sim():
                          spatial_depth=400, seed=3)
 
 
+def _panel_without(spatial, held):
+    return spatial[:, [g for g in spatial.var_names if g not in set(held)]].copy()
+
+
 def _spcc(pred, truth):
     from scipy.stats import spearmanr
 
     return np.array([spearmanr(pred[:, j], truth[:, j])[0] for j in range(pred.shape[1])])
 
 
+@pytest.mark.slow
 def test_planted_answer_recovery():
-    """Held-out panel genes of a sparse simulated tissue are recovered (positive SPCC).
-
-    Sparse counts matter: stage 2 only learns to fill entries that are zero in the
-    reference, so a gene that never drops out in a class is never imputed for that class
-    during training (a property of STGNET's design, see the benchmark notes).
-    """
+    """Held-out panel genes of a simulated tissue are recovered (positive SPCC), with
+    reliability scores in [0, 1]."""
     spatial, reference, truth = simulate_pair(n_spatial=300, n_reference=400, n_genes=30, n_panel=24, n_cell_types=4,
                                               n_domains=3, spatial_depth=150, reference_depth=150, batch_shift=0.0,
                                               seed=3)
     held = list(spatial.var_names[::4])
     out = STGNET(spatial, reference, genes=held, seed=0, labels_key="cell_type", reference_labels_key="cell_type",
-                 **{**TINY, "min_steps": 150, "g1_channels": [32, 16], "unet_ngf": 8, "s5_epochs": 40,
-                    "reliability": True}).impute()
+                 **{**TINY, "s2_steps": 150, "s3_steps": 150, "g1_channels": [32, 16], "unet_ngf": 8,
+                    "s5_epochs": 40, "reliability": True}).impute()
     assert out.shape == (spatial.n_obs, len(held))
     assert list(out.var_names) == held and out.var["in_panel"].all()
     assert np.isfinite(out.X).all() and (out.X >= 0).all()
@@ -50,206 +55,130 @@ def test_planted_answer_recovery():
     assert np.isfinite(reliability).all() and ((reliability >= 0) & (reliability <= 1)).all()
 
 
-def test_determinism_save_load_and_cache(sim, tmp_path):
+def test_fast_preset_by_default_through_impute(sim):
+    """``si.impute`` trains the fast preset, stops at stage 4 and records the resolved
+    configuration in the provenance."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:4])
+    tiny = {k: v for k, v in TINY.items() if k not in ("refine", "device")}
+    out = si.impute(_panel_without(spatial, held), reference, method="stgnet", genes=held, seed=0, device="cpu", **tiny)
+    prov = out.uns["spatialimpute"]
+    assert prov["config"]["preset"] == "fast"
+    assert prov["config"]["schedule"]["s2_mask_fraction"] == 0.2  # resolved from "the share of missing genes"
+    assert prov["config"]["schedule"]["sr_mode"] == "exact"
+    assert prov["stgnet"]["refined"] is False and prov["stgnet"]["labels"]["n_labels"] == 1
+    assert np.isfinite(out.X).all() and out.shape == (spatial.n_obs, len(held))
+
+
+@pytest.mark.slow
+def test_determinism_cache_and_save_load(sim, tmp_path):
     spatial, reference, _ = sim
     held = list(spatial.var_names[:5])
-    stgnet_mod.clear_reference_cache()
+    clear_reference_cache()
     m1 = STGNET(spatial, reference, genes=held, seed=1, **TINY)
     out1 = m1.impute()
     assert m1.provenance()["stgnet"]["reference_stages_from_cache"] is False
-    assert set(m1.history) >= {"s2_imputer", "s3_student", "s5_total", "s5_kl"}
+    assert set(m1.history) >= {"s2_imputer", "s2_panel_imputer", "s3_student", "s5_total", "s5_kl"}
     # the fast preset trains no critic, and its masked-gene stage 2 needs no stage-1 generator
-    assert not {"s1_generator", "s1_critic", "s2_critic"} & set(m1.history)
-    # the fast preset's teacher is a mean of three independently trained reference imputers
-    members = m1.G2.members
-    assert len(members) == 3 and len(m1.history["s2_imputer"]) == m1._epochs("s2", reference.n_obs)
-    w0, w1 = (next(iter(m.state_dict().values())) for m in members[:2])
-    assert not torch.equal(w0, w1)
+    assert not {"s1_generator", "s1_critic", "s2_critic", "s3_critic"} & set(m1.history)
     m2 = STGNET(spatial, reference, genes=held, seed=1, **TINY)
     out2 = m2.impute()
     assert m2.provenance()["stgnet"]["reference_stages_from_cache"] is True
     np.testing.assert_array_equal(out1.X, out2.X)
     # without the cache, the same seed gives the same numbers too
-    stgnet_mod.clear_reference_cache()
+    clear_reference_cache()
     out3 = STGNET(spatial, reference, genes=held, seed=1, **TINY).impute()
     np.testing.assert_allclose(out1.X, out3.X, rtol=1e-5, atol=1e-6)
-    assert m1.provenance()["stgnet"]["labels"]["n_labels"] == 1  # fast preset: one class without labels
-    # the original's route: Leiden clusters of the reference, transferred on panel genes
-    m_leiden = STGNET(spatial, reference, genes=held, seed=1, unlabelled="leiden", **{**TINY, "s5_epochs": 2})
-    assert np.isfinite(m_leiden.impute().X).all()
-    assert m_leiden.provenance()["stgnet"]["labels"]["reference"] == "leiden"
-    assert m_leiden._sp_codes.shape == (spatial.n_obs,) and len(m_leiden._label_categories) > 1
-    # another fold (other held-out genes) reuses stages 1-2
-    m4 = STGNET(spatial, reference, genes=list(spatial.var_names[5:9]), seed=1, **TINY)
-    m4.train()
+    # another fold (other held-out genes) reuses stages 1-2; another configuration does not
+    m4 = STGNET(spatial, reference, genes=list(spatial.var_names[5:9]), seed=1, **TINY).train()
     assert m4.provenance()["stgnet"]["reference_stages_from_cache"] is True
+    m5 = STGNET(spatial, reference, genes=held, seed=1, **{**TINY, "s2_lr": 5e-4}).train()
+    assert m5.provenance()["stgnet"]["reference_stages_from_cache"] is False
     # save / load reproduces the prediction without retraining
     m1.save(tmp_path / "model")
     loaded = STGNET.load(tmp_path / "model", spatial, reference, device="cpu")
     np.testing.assert_allclose(loaded.impute().X, out1.X, rtol=1e-5, atol=1e-6)
     assert loaded.history["s5_total"] == m1.history["s5_total"]
+    assert loaded.config() == m1.config()
 
 
-def test_auto_refinement_follows_heldout_panel_genes(sim, monkeypatch):
-    """``refine="auto"`` keeps stage 5 exactly when it raised the held-out panel genes' SPCC:
-    a stage 5 that returns the measured values is kept, one that returns noise is not."""
-    spatial, reference, _ = sim
-    held = list(spatial.var_names[:3])
-    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
-    n_panel = sp.n_vars
-    calls = []
-
-    def fake_stage5(self, features, observed_pos, tag, cells=None, model=None, train=True):
-        calls.append(tag)
-        if tag != "_refine_check":
-            return None, features, {}, {}
-        out = features.clone()
-        values = torch.as_tensor(self._spatial[cells] if mode == "truth" else np.random.default_rng(0).random(out.shape),
-                                 dtype=out.dtype)
-        out[:, :] = values
-        return None, out, {}, {}
-
-    monkeypatch.setattr(STGNET, "_stage5", fake_stage5)
-    for mode, kept in (("truth", True), ("noise", False)):
-        calls.clear()
-        m = STGNET(sp, reference, genes=held, seed=0, **{**TINY, "refine": "auto"})
-        m.train()
-        check = m.provenance()["stgnet"]["refine_check"]
-        assert check["refine"] is kept and (check["spcc_refined"] > check["spcc_stage4"]) is kept
-        assert calls == (["_refine_check", ""] if kept else ["_refine_check"])
-        assert check["heldout_panel_genes"] == n_panel // 5
-
-
-def test_fast_preset_stops_at_stage4(sim):
-    """The fast preset's default ``refine=False``: no stage 5 is trained or checked, and the
-    prediction is the stage-4 output."""
+def test_saved_model_keeps_its_configuration_when_defaults_change(sim, tmp_path, monkeypatch):
+    """A saved model reloads with the values it was trained with, whatever the library's
+    defaults and presets are when it is loaded: same numbers."""
     spatial, reference, _ = sim
     held = list(spatial.var_names[:4])
-    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
-    tiny = {k: v for k, v in TINY.items() if k != "refine"}
-    m = STGNET(sp, reference, genes=held, seed=0, **tiny)
-    out = m.impute()
-    assert m._cfg["refine"] is False and m.S5 is None and m._refine_check is None
-    assert not any(k.startswith("s5_") for k in m.history)
-    np.testing.assert_allclose(out.X, m._final_targets(m._s4, m._target_pos), rtol=1e-6)
-
-
-def test_teachers_adapted_to_the_panel(sim, tmp_path):
-    """``s2_panel_steps``: after the shared stages 1-2, each teacher is fine-tuned with the
-    panel as its mask; its error on the reference's target genes given the panel falls,
-    and the cached stage-2 weights other folds reuse are left as trained."""
-    spatial, reference, _ = sim
-    held = list(spatial.var_names[:6])
-    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
-    stgnet_mod.clear_reference_cache()
-    kw = {**TINY, "s2_panel_steps": 0}
-    base = STGNET(sp, reference, genes=held, seed=2, **kw)
-    base.train()
-    assert "s2_panel_imputer" not in base.history and base.G2_general is None
-    adapted = STGNET(sp, reference, genes=held, seed=2, **{**kw, "s2_panel_steps": 60})
-    adapted.train()
-    assert adapted.provenance()["stgnet"]["reference_stages_from_cache"] is True
-    assert len(adapted.history["s2_panel_imputer"]) == -(-60 // (reference.n_obs // TINY["batch_size"]))
-    (cached,) = stgnet_mod._REFERENCE_CACHE.values()
-    for name, value in base.G2.named_parameters():  # (stage 3 moves the BatchNorm statistics)
-        torch.testing.assert_close(cached["g2"][name], value.detach())
-    # the teachers before the fine-tuning are kept (reliability proxies) and saved
-    for name, value in adapted.G2_general.state_dict().items():
-        torch.testing.assert_close(cached["g2"][name], value)
-    adapted.save(tmp_path / "adapted")
-    loaded = STGNET.load(tmp_path / "adapted", sp, reference, device="cpu")
-    for name, value in adapted.G2_general.state_dict().items():
-        torch.testing.assert_close(loaded.G2_general.state_dict()[name], value)
-
-    def target_error(model):
-        ref = torch.as_tensor(model._ref_in)
-        observed = np.zeros(model._n_genes, dtype=np.float32)
-        observed[model._feature_pos] = 1
-        side = model._side
-        x = stgnet_mod.S.to_images(ref * torch.as_tensor(observed), side)
-        gm = stgnet_mod.S.to_images(torch.as_tensor(observed[None]), side).expand_as(x)
-        model.G2.eval()
-        with torch.no_grad():
-            out = stgnet_mod.S.from_images(model.G2(x, gm, torch.rand_like(x), model._onehot(model._ref_codes)), model._n_genes)
-        smoothed = stgnet_mod.S.from_images(model._smoothed_reference_images(), model._n_genes)
-        return float(((out - smoothed)[:, model._target_pos] ** 2).mean())
-
-    assert target_error(adapted) < 0.9 * target_error(base)
-
-
-def test_reliability_describes_targets_through_the_teacher(sim):
-    """The reliability model is fitted on the teacher's held-out panel genes, so the target
-    genes are described through the teacher too: the scores do not move with the student."""
-    spatial, reference, _ = sim
-    held = list(spatial.var_names[:6])
-    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
-    model = STGNET(sp, reference, genes=held, seed=4, **{**TINY, "refine": False, "reliability": True})
-    model.train()
-    cells = np.arange(model.paired.n_cells)
-    images, inputs, gm, onehot, coords = model._spatial_tensors(model._feature_pos)
-    teacher = model._stage4(model.G2_general, images, inputs, gm, onehot, coords, "_rel_targets")
-    np.testing.assert_allclose(model._reliability_targets(cells), model._final_targets(teacher, model._target_pos))
-    before = model.impute()
-    with torch.no_grad():
-        for value in model.G3.parameters():
-            value.add_(torch.randn_like(value))
-    model._mu = None
-    after = model.impute()
-    assert not np.allclose(after.X, before.X)
-    np.testing.assert_array_equal(after.var["reliability"], before.var["reliability"])
-
-
-def test_stage4_blends_student_and_teacher(sim):
-    """Stage 4 is ``(1 - w)`` student + ``w`` teacher ensemble (the fast preset's w = 0.5);
-    w = 0 is the student alone and w = 1 the teacher; measured genes pass through."""
-    spatial, reference, _ = sim
-    held = list(spatial.var_names[:6])
-    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
-    model = STGNET(sp, reference, genes=held, seed=2, **{**TINY, "refine": False})
-    model.train()
-    assert model._cfg["s4_teacher_weight"] == 0.5
-    tensors = model._spatial_tensors(model._feature_pos)
-    student = model._stage4(model.G3, *tensors, "")
-    teacher = model._stage4(model.G2, *tensors, "_teacher")
-    assert not torch.allclose(student, teacher)
-    torch.testing.assert_close(model._s4, (student + teacher) / 2)
-    for weight, expected in ((0.0, student), (1.0, teacher)):
-        model._cfg["s4_teacher_weight"] = weight
-        torch.testing.assert_close(model._stage4_output(model.G3, model.G2, *tensors, ""), expected)
-    pos = model._feature_pos
-    np.testing.assert_allclose(model._s4[:, pos].numpy(), model._spatial[:, pos], atol=1e-6)
-
-
-@pytest.mark.parametrize("heldout", ["teacher_refined", "full"])
-def test_reliability_heldout_variants(sim, heldout, monkeypatch):
-    """``"full"`` retrains a student per internal fold and blends it with the teacher as
-    stage 4 does; ``"teacher_refined"`` refines the teacher's output. Both give a finite
-    score per target gene."""
-    spatial, reference, _ = sim
-    held = list(spatial.var_names[:4])
-    sp = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
-    model = STGNET(sp, reference, genes=held, seed=1, **{**TINY, "reliability": True, "reliability_heldout": heldout})
-    blended = []
-    original = STGNET._stage4_output
-
-    def spy(self, student, teacher, *args):
-        blended.append((args[-1], teacher is self.G2_general))
-        return original(self, student, teacher, *args)
-
-    monkeypatch.setattr(STGNET, "_stage4_output", spy)
+    sp = _panel_without(spatial, held)
+    model = STGNET(sp, reference, genes=held, seed=0, **{**TINY, "refine": False})
     out = model.impute()
-    assert np.isfinite(out.var["reliability"].to_numpy()).all()
-    internal = [teacher_is_general for tag, teacher_is_general in blended if tag.startswith("_rel")]
-    assert (len(internal) > 0 and all(internal)) if heldout == "full" else not internal
+    model.save(tmp_path / "m")
+    defaults = list(STGNETArchitecture.__init__.__defaults__)  # a dataclass default ...
+    defaults[STGNETArchitecture.names().index("s4_teacher_weight")] = 0.9
+    monkeypatch.setattr(STGNETArchitecture.__init__, "__defaults__", tuple(defaults))
+    monkeypatch.setitem(PRESETS, "fast", {"unet_map": 8, "s3_steps": 3, "spatial_alignment": "none"})  # ... a preset
+    changed = STGNET(sp, reference, genes=held, device="cpu")
+    assert changed.architecture.unet_map == 8 and changed.architecture.s4_teacher_weight == 0.9  # both are live
+    loaded = STGNET.load(tmp_path / "m", sp, reference, device="cpu")
+    assert loaded.config() == model.config()
+    np.testing.assert_allclose(loaded.impute().X, out.X, rtol=1e-5, atol=1e-6)
 
 
-def test_mask_fraction_auto_follows_the_share_of_missing_genes():
-    """Stage 2 hides as many genes as the spatial data lacks: 0.2 in 5-fold CV, 0.8 when the
-    panel is a fifth of the genes to impute."""
-    spatial, reference, _ = simulate_pair(n_spatial=60, n_reference=80, n_genes=30, n_panel=6, seed=1)
-    assert STGNET(spatial, reference, device="cpu")._config()["s2_mask_fraction"] == 0.8
-    assert STGNET(spatial, reference, genes=list(spatial.var_names[:1]), device="cpu")._config()["s2_mask_fraction"] == 0.2
-    assert STGNET(spatial, reference, device="cpu", s2_mask_fraction=0.3)._config()["s2_mask_fraction"] == 0.3
+def test_step_budget_and_reference_sample(sim):
+    """The GAN stages run a fixed number of mini-batches whatever the number of cells, and
+    stages 1-2 train on at most ``reference_cells`` reference cells."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:4])
+    sp = _panel_without(spatial, held)
+    kw = {**TINY, "refine": False, "s2_panel_steps": 0, "batch_size": 20, "n_teachers": 1}
+    small = STGNET(sp, reference, genes=held, **{**kw, "reference_cells": 100}).train()
+    large = STGNET(sp, reference, genes=held, **kw).train()
+    assert small.provenance()["stgnet"]["reference_cells"] == 100
+    assert large.provenance()["stgnet"]["reference_cells"] == reference.n_obs
+    # history: one mean per pass over the cells trained on (5 and 20 batches per pass)
+    assert len(small.history["s2_imputer"]) == 4 and len(large.history["s2_imputer"]) == 1
+    # the original's epochs instead: passes over the cells
+    by_epochs = STGNET(sp, reference, genes=held, **{**kw, "s2_steps": None, "s2_epochs": 2}).train()
+    assert len(by_epochs.history["s2_imputer"]) == 2
+
+
+def test_teachers_adapted_to_the_panel(sim):
+    """``s2_panel_steps``: after stage 2 each teacher is fine-tuned with the panel as its
+    mask; stage 2 itself is unchanged, and the fine-tuning lowers its loss."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:6])
+    sp = _panel_without(spatial, held)
+    kw = {**TINY, "refine": False, "batch_size": 25}
+    base = STGNET(sp, reference, genes=held, seed=2, **{**kw, "s2_panel_steps": 0}).train()
+    adapted = STGNET(sp, reference, genes=held, seed=2, **{**kw, "s2_panel_steps": 96}).train()
+    assert "s2_panel_imputer" not in base.history
+    assert base.history["s2_imputer"] == adapted.history["s2_imputer"]
+    losses = adapted.history["s2_panel_imputer"]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_reliability_describes_targets_through_the_teacher(sim):
+    """Reliability comes from the teacher as stage 2 left it: another student (other
+    stage-3 schedule) changes the prediction, not the scores."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:6])
+    sp = _panel_without(spatial, held)
+    kw = {**TINY, "refine": False, "reliability": True}
+    a = STGNET(sp, reference, genes=held, seed=4, **kw).impute()
+    b = STGNET(sp, reference, genes=held, seed=4, **{**kw, "s3_steps": 5, "s3_lr": 1e-2}).impute()
+    assert not np.allclose(a.X, b.X)
+    np.testing.assert_allclose(a.var["reliability"], b.var["reliability"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_stage4_blends_student_and_teacher(sim):
+    """Stage 4 is ``(1 - w)`` student + ``w`` teacher (the fast preset's w = 0.5)."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:6])
+    sp = _panel_without(spatial, held)
+    outs = {w: STGNET(sp, reference, genes=held, seed=2, **{**TINY, "refine": False, "s4_teacher_weight": w}).impute().X
+            for w in (0.0, 0.5, 1.0)}
+    assert not np.allclose(outs[0.0], outs[1.0])
+    np.testing.assert_allclose(outs[0.5], (outs[0.0] + outs[1.0]) / 2, rtol=1e-4, atol=1e-5)
 
 
 def test_panel_extension_and_given_labels(sim):
@@ -259,15 +188,23 @@ def test_panel_extension_and_given_labels(sim):
     # spatial cells carry only a subset of the reference labels: codes must stay shared
     sp.obs["ct"] = ref.obs["cell_type"].iloc[: sp.n_obs].to_numpy()
     sp.obs.loc[sp.obs["ct"] == ref.obs["cell_type"].iloc[0], "ct"] = ref.obs["cell_type"].iloc[1]
-    m = STGNET(sp, ref, seed=0, labels_key="ct", reference_labels_key="cell_type", **TINY)
+    m = STGNET(sp, ref, seed=0, labels_key="ct", reference_labels_key="cell_type", **{**TINY, "s5_epochs": 3})
     out = m.impute()
     extension = [g for g in ref.var_names if g not in set(spatial.var_names)]
     assert sorted(out.var_names) == sorted(extension) and not out.var["in_panel"].any()
     assert np.isfinite(out.X).all()
-    cats = m._label_categories
-    np.testing.assert_array_equal(np.asarray(cats)[m._sp_codes], sp.obs["ct"].astype(str).to_numpy())
-    np.testing.assert_array_equal(np.asarray(cats)[m._ref_codes], ref.obs["cell_type"].astype(str).to_numpy())
-    assert m.provenance()["stgnet"]["labels"]["spatial"] == "given"
+    labels = m.provenance()["stgnet"]["labels"]
+    assert labels == {"reference": "given", "spatial": "given", "n_labels": ref.obs["cell_type"].nunique()}
+
+
+def test_leiden_labels_transferred_on_panel_genes(sim):
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:4])
+    m = STGNET(_panel_without(spatial, held), reference, genes=held, seed=1, unlabelled="leiden",
+               **{**TINY, "refine": False}).train()
+    labels = m.provenance()["stgnet"]["labels"]
+    assert labels["reference"] == "leiden" and labels["spatial"].startswith("transferred (knn")
+    assert labels["n_labels"] > 1
 
 
 def test_scale_roundtrip():
@@ -281,18 +218,18 @@ def test_scale_roundtrip():
 
 
 @pytest.mark.parametrize("bad", [
-    {"preset": "huge"}, {"inference_noise": "gaussian"}, {"bn_inference": "eval"}, {"s1_epochs": -1},
-    {"batch_size": 0}, {"sr_mode": "dense"}, {"output_scale": "raw"}, {"spatial_degree": 0},
-    {"refine": "sometimes"}, {"network_input": "raw"}, {"s3_init": "zeros"}, {"s2_mask_fraction": 1.0},
-    {"s2_mask_fraction": "half"}, {"n_teachers": 0}, {"n_teachers": 1.5},
-    {"s2_target_neighbors": 0}, {"s2_panel_steps": -1}, {"s2_panel_steps": 2.5},
-    {"s2_panel_mask_fraction": 1.0}, {"s2_panel_mask_fraction": "auto"}, {"s3_ema_decay": 1.0},
-    {"s3_ema_decay": True}, {"s4_teacher_weight": 1.5}, {"s4_teacher_weight": "half"},
+    {"preset": "huge"}, {"inference_noise": "gaussian"}, {"bn_inference": "eval"}, {"s1_steps": -1},
+    {"batch_size": 0}, {"sr_mode": "dense"}, {"spatial_degree": 0}, {"refine": "auto"}, {"network_input": "raw"},
+    {"s3_init": "zeros"}, {"s2_mask_fraction": 1.0}, {"s2_mask_fraction": "auto"}, {"n_teachers": 0},
+    {"n_teachers": 1.5}, {"s2_target_neighbors": 0}, {"s2_panel_steps": -1}, {"s2_panel_steps": 2.5},
+    {"s3_ema_decay": 1.0}, {"s3_ema_decay": True}, {"s4_teacher_weight": 1.5}, {"s4_teacher_weight": "half"},
+    {"reliability": "teacher"}, {"s2_epochs": 3}, {"s3_steps": None}, {"s5_hidden": [8]}, {"reference_cells": 1},
+    {"s2_panel_mask_fraction": 0.2}, {"output_scale": "cell_max"}, {"min_steps": 10},
 ])
-def test_bad_params(sim, bad):
+def test_bad_options(sim, bad):
     spatial, reference, _ = sim
     with pytest.raises(SpatialImputeInputError):
-        STGNET(spatial, reference, genes=list(spatial.var_names[:3]), **{**TINY, **bad}).train()
+        STGNET(spatial, reference, genes=list(spatial.var_names[:3]), **{**TINY, **bad})
 
 
 def test_bad_inputs(sim):
@@ -303,47 +240,92 @@ def test_bad_inputs(sim):
         STGNET(spatial[:2].copy(), reference, genes=list(spatial.var_names[:3]), **TINY).train()
 
 
-def test_paper_preset_resolves_original_schedule(sim):
+#: The original method (docs/algorithms/stgnet.md), option by option.
+PAPER_SPECIFICATION = {
+    # networks: G1 trunk 512-256-128-64-32 with BatchNorm eps 0.8, 128-dim noise; critics on a
+    # 64x64 map; U-Nets on a 128x128 map, 5 levels, 64 base channels, a 32-channel stem;
+    # the mask only blends noise into the input; one stage-2 imputer
+    "g1_channels": [512, 256, 128, 64, 32], "g1_bn_eps_quirk": True, "latent_dim": 128, "critic_map": 64,
+    "unet_map": 128, "unet_levels": 5, "unet_ngf": 64, "unet_stem": 32, "unet_mask_input": False, "n_teachers": 1,
+    # inputs: CP10k + log1p over each cell's maximum, no alignment of the spatial genes
+    "input_scale": "cell_max", "network_input": "scaled", "spatial_alignment": "none",
+    # labels: Leiden at resolution 0.5, spatial cells take the label of the single most
+    # correlated reference cell (raw log-normalised values)
+    "unlabelled": "leiden", "leiden_resolution": 0.5, "label_transfer": "pearson",
+    "label_transfer_standardize": False,
+    # stage 4: the student alone, N(0, 1) noise, BatchNorm on batch statistics; stage 5 always
+    "s4_teacher_weight": 0.0, "inference_noise": "normal", "bn_inference": "batch_stats", "refine": True,
+    # stage 5: radius graph of mean degree ~4, 5-NN feature graph, GCN 128/64, 101 epochs,
+    # Adam 0.01, weight decay 1e-4, loss 1 ZINB + 1 SR + 10 KL
+    "spatial_degree": 4.0, "feature_k": 5, "s5_hidden": [128, 64], "s5_epochs": 101, "s5_lr": 0.01,
+    "s5_weight_decay": 1e-4, "zinb_weight": 1.0, "sr_weight": 1.0, "kl_weight": 10.0,
+    # GAN schedule: 500 epochs of batches of 100 over all reference cells, critics with
+    # gradient penalty 10 and adversarial weight 0.1, a generator update every 5 batches,
+    # Adam 1e-4 (stage 1) and 1e-5 (stages 2-3)
+    "s1_epochs": 500, "s2_epochs": 500, "s3_epochs": 500, "s1_steps": None, "s2_steps": None, "s3_steps": None,
+    "batch_size": 100, "reference_cells": None, "adversarial": True, "gp_weight": 10.0, "adv_weight": 0.1,
+    "n_critic": 5, "s3_update_every": 5, "s1_lr": 1e-4, "s2_lr": 1e-5, "s3_lr": 1e-5,
+    # stage 2: masks x > 0 with class samples of G1 as targets; stage 3: a random student,
+    # its last iterate; no fine-tuning of the teacher to the panel
+    "s2_masks": "zeros", "s2_target_neighbors": 1, "s2_panel_steps": 0, "s3_init": "random", "s3_ema_decay": 0.0,
+}
+
+
+def test_paper_preset_is_the_specification(sim):
     spatial, reference, _ = sim
     m = STGNET(spatial, reference, genes=list(spatial.var_names[:3]), preset="paper", device="cpu")
-    cfg = m._config()
-    assert cfg["unet_map"] == 128 and cfg["unet_levels"] == 5 and cfg["s1_epochs"] == 500
-    assert cfg["n_critic"] == 5 and cfg["s3_critic"] is True and cfg["s1_lr"] == 1e-4 and cfg["s3_lr"] == 1e-5
-    assert cfg["s2_masks"] == "zeros" and cfg["input_scale"] == "cell_max" and cfg["unlabelled"] == "leiden"
-    assert cfg["network_input"] == "scaled" and cfg["unet_mask_input"] is False
-    assert cfg["n_teachers"] == 1 and cfg["s2_target_neighbors"] == 1 and cfg["refine"] is True
-    assert cfg["s2_panel_steps"] == 0 and cfg["s3_ema_decay"] == 0.0 and cfg["s4_teacher_weight"] == 0.0
+    values = {**m.architecture.to_dict(), **m.schedule.to_dict()}
+    assert {k: values[k] for k in PAPER_SPECIFICATION} == PAPER_SPECIFICATION
+    # what the specification does not fix: the project's additions
+    assert set(values) - set(PAPER_SPECIFICATION) == {
+        "label_transfer_k", "reliability", "s2_mask_fraction", "sr_mode", "sr_exact_max_cells", "sr_negatives",
+        "cache_reference_stages",
+    }
 
 
-def test_network_input_standardized_panel_genes(sim):
-    """The fast preset's networks read per-gene z-scores of each data set (held-out genes 0);
-    the images they reconstruct stay on the [0, 1] scale."""
+@pytest.mark.slow
+def test_paper_preset_runs_every_stage(sim):
+    """The paper preset on a tiny geometry: critics in stages 1-3, Leiden labels, stage 5."""
     spatial, reference, _ = sim
     held = list(spatial.var_names[:3])
-    m = STGNET(spatial[:, [g for g in spatial.var_names if g not in held]].copy(), reference, genes=held, device="cpu")
-    m._cfg = m._config()
-    assert m._cfg["network_input"] == "standardized" and m._cfg["unet_mask_input"] is True
-    m._prepare(labels=False)
-    sp_in = m._spatial_in[:, m._feature_pos]
+    small = dict(s1_epochs=1, s2_epochs=1, s3_epochs=1, s5_epochs=3, unet_map=16, unet_ngf=4, unet_levels=3,
+                 unet_stem=8, g1_channels=[8, 4], critic_map=8, reliability=False, device="cpu")
+    m = STGNET(_panel_without(spatial, held), reference, genes=held, seed=0, preset="paper", **small)
+    out = m.impute()
+    assert np.isfinite(out.X).all()
+    assert {"s1_critic", "s2_critic", "s3_critic", "s5_total"} <= set(m.history)
+    assert m.provenance()["stgnet"]["labels"]["spatial"] == "transferred (pearson, panel genes only)"
+
+
+def test_network_inputs_standardized_panel_genes(sim):
+    """The fast preset's networks read per-gene z-scores of each data set (held-out genes 0);
+    the images they reconstruct stay on the [0, 1] scale."""
+    from spatialimpute.model.stgnet.data import prepare
+
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:3])
+    m = STGNET(_panel_without(spatial, held), reference, genes=held, device="cpu")
+    d = prepare(m.paired, m.architecture)
+    sp_in = d.spatial_inputs[:, d.feature_pos]
     np.testing.assert_allclose(sp_in.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(sp_in.std(0), 1, atol=1e-4)
-    assert (m._spatial_in[:, m._target_pos] == 0).all()
-    np.testing.assert_allclose(m._ref_in.std(0), 1, atol=1e-4)
-    assert m._spatial.min() >= 0 and m._spatial.max() <= 1 and m._ref.max() <= 1
+    assert (d.spatial_inputs[:, d.target_pos] == 0).all()
+    np.testing.assert_allclose(d.reference_inputs.std(0), 1, atol=1e-4)
+    assert d.spatial.min() >= 0 and d.spatial.max() <= 1 and d.reference.max() <= 1
+    assert d.genes == sorted(d.genes)  # a layout that does not depend on the fold
 
 
 def test_stage2_targets_smoothed_over_reference_neighbours():
-    """``s2_target_neighbors=k``: stage 2 regresses onto each reference cell's mean over its
-    k nearest reference cells, which removes most of a cell's sampling noise around its
-    cell type and keeps the cell types apart; k=1 regresses onto the cell itself."""
+    """Stage 2's targets: each reference cell's mean over its k nearest reference cells,
+    which removes most of a cell's sampling noise around its cell type and keeps the cell
+    types apart."""
+    from spatialimpute.model.stgnet.data import prepare, smoothed_targets
+
     spatial, reference, _ = simulate_pair(n_spatial=60, n_reference=400, n_genes=30, n_panel=24, n_cell_types=4,
                                           reference_depth=300, seed=5)
     m = STGNET(spatial, reference, genes=list(spatial.var_names[:3]), device="cpu")
-    m._cfg = m._config()
-    assert m._cfg["s2_target_neighbors"] == 15
-    m._prepare(labels=False)
-    smoothed = stgnet_mod.S.from_images(m._smoothed_reference_images(), m._n_genes).numpy()
-    raw = m._ref
+    raw = prepare(m.paired, m.architecture).reference
+    smoothed = smoothed_targets(m.paired.reference_X, raw, 15, 0, "cpu")
     types = reference.obs["cell_type"].astype(str).to_numpy()
     within = {"raw": [], "smoothed": [], "between": []}
     for label in np.unique(types):
@@ -353,8 +335,6 @@ def test_stage2_targets_smoothed_over_reference_neighbours():
         within["between"].append(((smoothed[rows].mean(0) - raw[rows].mean(0)) ** 2).sum())
     assert np.mean(within["smoothed"]) < 0.4 * np.mean(within["raw"]), within
     assert np.mean(within["between"]) < 0.1 * np.mean(within["raw"]), within
-    m._cfg["s2_target_neighbors"] = 1
-    assert m._smoothed_reference_images() is None
 
 
 def test_match_quantiles_keeps_ranks_and_takes_reference_marginals():
@@ -374,6 +354,8 @@ def test_match_quantiles_keeps_ranks_and_takes_reference_marginals():
 
 def test_stage3_critic_sends_no_gradient_to_student():
     """The stage-3 adversarial term scores the teacher only: G3's gradient is the MSE's."""
+    import torch
+
     from spatialimpute.module import stgnet as S
     from spatialimpute.nn.critics import ConvCritic
     from spatialimpute.nn.unet import UNetImputer
@@ -417,3 +399,10 @@ def test_label_transfer_standardize_genes_removes_per_gene_shift():
     assert (got == sp_codes).mean() > 0.85
     raw = transfer_labels(sp, ref, ref_codes, method="knn", k=7)
     assert (raw == sp_codes).mean() < (got == sp_codes).mean() - 0.2
+
+
+def test_schedule_configs_are_frozen_and_checked_together():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        STGNETSchedule().s2_steps = 3
+    assert STGNETSchedule(s2_steps=None, s2_epochs=2).length("s2", 250) == 4  # 2 passes of 2 batches of 100
+    assert STGNETSchedule().length("s3", 10**6) == STGNETSchedule().s3_steps  # a budget: independent of cells

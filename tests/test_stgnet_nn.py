@@ -110,7 +110,7 @@ def test_stage2_observed_genes_mask():
     levels = []
     for fraction in (0.0, 0.5):
         net = Recorder()
-        S.train_stage2(net, None, torch.nn.Identity(), images, _onehot(n, c), epochs=2, batch_size=100, lr=0.1,
+        S.train_stage2(net, None, None, images, _onehot(n, c), steps=8, batch_size=100, lr=0.1,
                        masks="genes", mask_fraction=fraction, observed=observed,
                        generator=torch.Generator().manual_seed(0))
         masks = torch.cat(net.masks)
@@ -136,10 +136,10 @@ def test_stage3_ema_is_the_moving_average_of_the_iterates():
     teacher = UNetImputer(s, c, 16, 4, 3)
     start = UNetImputer(s, c, 16, 4, 3, n_coords=2).state_dict()
 
-    def run(epochs, ema_decay):  # one update per epoch: the batch is every cell
+    def run(steps, ema_decay):  # each step's batch is every cell
         net = UNetImputer(s, c, 16, 4, 3, n_coords=2)
         net.load_state_dict(start)
-        S.train_stage3(net, teacher, images, gm, onehot, coords, epochs=epochs, batch_size=n, update_every=1,
+        S.train_stage3(net, teacher, images, gm, onehot, coords, steps=steps, batch_size=n, update_every=1,
                        lr=0.05, ema_decay=ema_decay, generator=torch.Generator().manual_seed(2))
         return dict(net.named_parameters())
 
@@ -164,7 +164,7 @@ def test_stage3_ema_reestimates_batchnorm_for_the_averaged_weights():
     torch.manual_seed(1)
     teacher = UNetImputer(s, c, 16, 4, 3)
     net = UNetImputer(s, c, 16, 4, 3, n_coords=2)
-    S.train_stage3(net, teacher, images, torch.ones(1, 1, s, s), onehot, coords, epochs=3, batch_size=n,
+    S.train_stage3(net, teacher, images, torch.ones(1, 1, s, s), onehot, coords, steps=3, batch_size=n,
                    update_every=1, lr=0.05, ema_decay=0.6, generator=torch.Generator().manual_seed(2))
     norm = net.coord_branch[2]  # its input depends on the coordinates only
     seen = []
@@ -341,3 +341,45 @@ def test_inference_batches_never_leave_a_single_cell():
     sl = S._inference_batches(201, 100)
     assert [s.stop - s.start for s in sl] == [100, 101]
     assert math.fsum(s.stop - s.start for s in S._inference_batches(250, 100)) == 250
+
+
+def test_training_loop_order_of_updates_and_history():
+    """One loop for every stage: a critic update on every step, a generator update on every
+    ``update_every``-th step (counted over the run) with the critic frozen, and the history
+    as means over blocks of ``log_every`` steps."""
+    from spatialimpute.module.training import MiniBatches, Step, train
+
+    gen_net, critic = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    calls = []
+
+    def generator_loss(batch):
+        calls.append(("generator", batch.numel(), any(p.requires_grad for p in critic.parameters())))
+        return gen_net.weight.sum() * 0 + float(len(calls))
+
+    def critic_loss(batch):
+        calls.append(("critic", batch.numel(), True))
+        return critic.weight.sum() * 0 + float(len(calls))
+
+    batches = MiniBatches(10, 4, torch.Generator().manual_seed(0), "cpu")
+    hist = train(Step(lambda b: b, generator_loss, critic_loss), steps=6, batches=batches,
+                 optimizer=torch.optim.SGD(gen_net.parameters(), lr=0.1), critic=critic,
+                 critic_optimizer=torch.optim.SGD(critic.parameters(), lr=0.1), update_every=3, log_every=3)
+    assert [c[0] for c in calls] == ["critic", "critic", "critic", "generator"] * 2
+    assert all(size == 4 for _, size, _ in calls)  # 10 rows: two batches of 4 per pass
+    assert not any(grad for kind, _, grad in calls if kind == "generator")  # critic frozen
+    assert all(p.requires_grad for p in critic.parameters())
+    assert hist["critic"] == [2.0, 6.0] and hist["generator"] == [4.0, 8.0]
+    # without a critic the steps between updates are skipped
+    calls.clear()
+    hist = train(Step(lambda b: b, generator_loss), steps=4, batches=batches,
+                 optimizer=torch.optim.SGD(gen_net.parameters(), lr=0.1), update_every=2, log_every=2)
+    assert [c[0] for c in calls] == ["generator"] * 2 and hist == {"generator": [1.0, 2.0]}
+
+
+def test_minibatches_cover_each_pass_once():
+    from spatialimpute.module.training import MiniBatches
+
+    batches = MiniBatches(10, 3, torch.Generator().manual_seed(0), "cpu")
+    first = torch.cat([batches() for _ in range(batches.per_pass)])
+    assert batches.per_pass == 3 and first.unique().numel() == 9  # the last partial batch is dropped
+    assert MiniBatches(5, 100, torch.Generator(), "cpu")().numel() == 5

@@ -1,11 +1,12 @@
-"""STGNET stages as pure torch: tensors in, losses and trained weights out (ALGORITHMS.md
-A.1-A.4). No AnnData, no I/O; the user-facing orchestration is
-:mod:`spatialimpute.model.stgnet`.
+"""STGNET stages as pure torch: tensors in, losses and trained weights out
+(docs/algorithms/stgnet.md). No AnnData, no I/O; the user-facing orchestration is
+:mod:`spatialimpute.model.stgnet`. Every training stage describes one step and runs it in
+the shared loop of :mod:`spatialimpute.module.training`.
 
 Stages
 ------
 S1  conditional WGAN-GP generator ``G1`` on reference images (:func:`train_stage1`)
-S2  U-Net imputer ``G2`` on reference images with masks ``1[x > 0]`` (:func:`train_stage2`)
+S2  U-Net imputer ``G2`` on reference images (:func:`train_stage2`)
 S3  spatial U-Net imputer ``G3`` regressed onto the frozen ``G2`` teacher (:func:`train_stage3`)
 S4  inference of ``G3`` (:func:`infer_stage4`)
 S5  multi-view GCN refinement with ZINB, spatial regulariser and KL (:func:`train_stage5`)
@@ -14,20 +15,14 @@ S5  multi-view GCN refinement with ZINB, spatial regulariser and KL (:func:`trai
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._memory import release_freed_memory
 from ..nn.critics import gradient_penalty
-
-ProgressFn = Callable[..., Iterable]
-
-
-def _identity_progress(it, total=None, desc=None):
-    return it
+from .training import MiniBatches, ProgressFn, Step, full_batch, no_progress, train
 
 
 # --------------------------------------------------------------------------- image layout
@@ -77,24 +72,14 @@ def critic_loss(
     return critic(fake).mean() - critic(real).mean() + gradient_penalty(critic, real, fake, generator=generator, weight=gp_weight)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator, device, drop_last: bool = True):
-    """Shuffled index batches (drop_last as the original loaders; one batch when n < batch)."""
-    perm = torch.randperm(n, generator=generator, device=device)
-    if n <= batch_size:
-        return [perm]
-    stop = n - n % batch_size if drop_last else n
-    return [perm[i : i + batch_size] for i in range(0, stop, batch_size)]
-
-
-def _set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
 def _rand_like(x: torch.Tensor, generator: torch.Generator, kind: str = "uniform") -> torch.Tensor:
     if kind == "uniform":
         return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _adam(module: nn.Module | None, lr: float, betas: tuple[float, float]):
+    return None if module is None else torch.optim.Adam(module.parameters(), lr=lr, betas=betas)
 
 
 # --------------------------------------------------------------------------- S1
@@ -104,79 +89,65 @@ def train_stage1(
     images: torch.Tensor,
     onehot: torch.Tensor,
     *,
-    epochs: int,
+    steps: int,
     batch_size: int = 100,
     n_critic: int = 5,
     lr: float = 1e-4,
     betas: tuple[float, float] = (0.5, 0.9),
     gp_weight: float = 10.0,
     adv_weight: float = 0.1,
+    log_every: int = 1,
     generator: torch.Generator,
-    progress: ProgressFn = _identity_progress,
+    progress: ProgressFn = no_progress,
 ) -> dict[str, list[float]]:
-    """Train the conditional generator ``G1`` against ``D1`` (WGAN-GP, one critic update per
-    batch, one generator update every ``n_critic`` batches; the counter runs across epochs).
+    """Train the conditional generator ``G1`` for ``steps`` mini-batches against ``D1``
+    (WGAN-GP: a critic update per batch, a generator update every ``n_critic`` batches).
 
-    ``D1=None`` drops the adversarial term and the critic: ``G1`` is then updated on every
-    batch by the MSE term alone (the fast preset's choice, see :mod:`spatialimpute.model.stgnet`).
+    Generator loss ``MSE(x, G1(z, y)) + adv_weight (1 - mean D1)``; ``D1=None`` drops the
+    critic and the adversarial term, and ``G1`` is updated on every batch.
 
     Returns
     -------
     dict
-        Per-epoch mean ``critic`` and ``generator`` losses.
+        ``"generator"`` (and ``"critic"``) losses, means over blocks of ``log_every`` steps.
     """
     dev = images.device
-    opt_g = torch.optim.Adam(G1.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D1.parameters(), lr=lr, betas=betas) if D1 is not None else None
-    hist = {"critic": [], "generator": []}
     G1.train()
     if D1 is not None:
         D1.train()
-    else:
-        n_critic = 1
-    step = 0
-    for _ in progress(range(epochs), total=epochs, desc="STGNET S1 generator"):
-        c_losses, g_losses = [], []
-        for idx in _batches(images.shape[0], batch_size, generator, dev):
-            x, y = images[idx], onehot[idx]
-            if D1 is not None:
-                z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
-                with torch.no_grad():
-                    fake = G1(z, y)
-                d_loss = critic_loss(lambda t: D1(t, y), x, fake, gp_weight=gp_weight, generator=generator)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                c_losses.append(d_loss.detach())
-            step += 1
-            if step % n_critic == 0:
-                if D1 is not None:
-                    _set_requires_grad(D1, False)
-                z2 = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
-                fake2 = G1(z2, y)
-                g_loss = generator_loss(x, fake2, D1(fake2, y) if D1 is not None else None, adv_weight)
-                opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                opt_g.step()
-                if D1 is not None:
-                    _set_requires_grad(D1, True)
-                g_losses.append(g_loss.detach())
-        hist["critic"].append(float(torch.stack(c_losses).mean()) if c_losses else float("nan"))
-        hist["generator"].append(float(torch.stack(g_losses).mean()) if g_losses else float("nan"))
-    if D1 is None:
-        del hist["critic"]
-    return hist
+
+    def prepare(idx):
+        return images[idx], onehot[idx]
+
+    def critic_loss_(batch):
+        x, y = batch
+        z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
+        with torch.no_grad():
+            fake = G1(z, y)
+        return critic_loss(lambda t: D1(t, y), x, fake, gp_weight=gp_weight, generator=generator)
+
+    def generator_loss_(batch):
+        x, y = batch
+        z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
+        fake = G1(z, y)
+        return generator_loss(x, fake, D1(fake, y) if D1 is not None else None, adv_weight)
+
+    step = Step(prepare, generator_loss_, critic_loss_ if D1 is not None else None)
+    return train(step, steps=steps, batches=MiniBatches(images.shape[0], batch_size, generator, dev),
+                 optimizer=_adam(G1, lr, betas), critic=D1, critic_optimizer=_adam(D1, lr, betas),
+                 update_every=n_critic if D1 is not None else 1, log_every=log_every, progress=progress,
+                 desc="STGNET S1 generator")
 
 
 # --------------------------------------------------------------------------- S2
 def train_stage2(
     G2: nn.Module,
     D2: nn.Module | None,
-    G1: nn.Module,
+    G1: nn.Module | None,
     images: torch.Tensor,
     onehot: torch.Tensor,
     *,
-    epochs: int,
+    steps: int,
     batch_size: int = 100,
     n_critic: int = 5,
     lr: float = 1e-4,
@@ -189,10 +160,11 @@ def train_stage2(
     inputs: torch.Tensor | None = None,
     targets: torch.Tensor | None = None,
     observed: torch.Tensor | None = None,
+    log_every: int = 1,
     generator: torch.Generator,
-    progress: ProgressFn = _identity_progress,
+    progress: ProgressFn = no_progress,
 ) -> dict[str, list[float]]:
-    """Train the reference imputer ``G2`` against ``D2``.
+    """Train the reference imputer ``G2`` for ``steps`` mini-batches against ``D2``.
 
     Critic: real ``r``, fake ``x_bar = m x + (1 - m) G2(x, m, u, y)``. Imputer (every
     ``n_critic`` batches, fresh ``u``): ``MSE(r, x_bar) + adv_weight (1 - mean D2(x_bar))``.
@@ -206,8 +178,7 @@ def train_stage2(
         BatchNorm uses batch statistics, as in the original). ``"genes"``: masked-gene
         training on the real cells, ``m`` hides each of the first ``n_genes`` pixels with
         probability ``mask_fraction`` (padding is always hidden) and the target is the
-        cell itself, ``r = x``, so the imputer learns each cell's gene-gene relations, the
-        task stage 3 asks of it on spatial cells (``G1`` is not used).
+        cell itself, ``r = x`` (``G1`` is not used and may be ``None``).
     n_genes
         Number of real genes in the image (``masks="genes"``; default: all pixels).
     mask_fraction
@@ -218,73 +189,65 @@ def train_stage2(
         z-scores); the observed entries of ``x_bar`` stay ``images``. Default: ``images``.
     targets
         ``masks="genes"``: what the hidden entries are regressed onto, per cell (same shape
-        as ``images``, e.g. each cell's mean over similar reference cells). Default:
-        ``images``, the cell itself.
+        as ``images``). Default: ``images``, the cell itself.
     observed
         ``masks="genes"``: the genes that may be observed (an image, 1 = observed; default:
-        every real gene), e.g. the spatial panel, to adapt an imputer to the genes it will
-        be asked for; the others are always hidden, and each of these with probability
-        ``mask_fraction``.
+        every real gene); the others are always hidden.
+
+    Returns
+    -------
+    dict
+        ``"imputer"`` (and ``"critic"``) losses, means over blocks of ``log_every`` steps.
     """
     if masks not in ("zeros", "genes"):
         raise ValueError(f'masks: expected "zeros" or "genes"; found {masks!r}')
     dev = images.device
-    opt_g = torch.optim.Adam(G2.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D2.parameters(), lr=lr, betas=betas) if D2 is not None else None
-    hist = {"critic": [], "imputer": []}
-    G1.train()
-    _set_requires_grad(G1, False)
+    frozen_g1 = masks == "zeros"
+    if frozen_g1:
+        G1.train()
+        G1.requires_grad_(False)
     G2.train()
     if D2 is not None:
         D2.train()
-    else:
-        n_critic = 1
     n_pix = images[0].numel()
     real_pixels = (torch.arange(n_pix, device=dev) < (n_pix if n_genes is None else n_genes)).to(images.dtype)
     real_pixels = real_pixels.view(images.shape[1:])
-    step = 0
-    for _ in progress(range(epochs), total=epochs, desc="STGNET S2 reference imputer"):
-        c_losses, g_losses = [], []
-        for idx in _batches(images.shape[0], batch_size, generator, dev):
-            x, y = images[idx], onehot[idx]
-            x_in = x if inputs is None else inputs[idx]
-            if masks == "zeros":
-                m = (x > 0).to(x.dtype)
-                with torch.no_grad():
-                    z = torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev)
-                    r = G1(z, y)
-            else:
-                m = (real_pixels if observed is None else observed).expand_as(x)
-                if mask_fraction > 0:
-                    m = m * (torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype) >= mask_fraction).to(x.dtype)
-                r = x if targets is None else targets[idx]
-            if D2 is not None:
-                with torch.no_grad():
-                    u = _rand_like(x, generator)
-                    x_bar = m * x + (1 - m) * G2(x_in, m, u, y)
-                d_loss = critic_loss(lambda t: D2(t, y), r, x_bar, gp_weight=gp_weight, generator=generator)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                c_losses.append(d_loss.detach())
-            step += 1
-            if step % n_critic == 0:
-                if D2 is not None:
-                    _set_requires_grad(D2, False)
-                u2 = _rand_like(x, generator)
-                x_bar2 = m * x + (1 - m) * G2(x_in, m, u2, y)
-                g_loss = generator_loss(r, x_bar2, D2(x_bar2, y) if D2 is not None else None, adv_weight)
-                opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                opt_g.step()
-                if D2 is not None:
-                    _set_requires_grad(D2, True)
-                g_losses.append(g_loss.detach())
-        hist["critic"].append(float(torch.stack(c_losses).mean()) if c_losses else float("nan"))
-        hist["imputer"].append(float(torch.stack(g_losses).mean()) if g_losses else float("nan"))
-    _set_requires_grad(G1, True)
-    if D2 is None:
-        del hist["critic"]
+
+    def prepare(idx):
+        x, y = images[idx], onehot[idx]
+        x_in = x if inputs is None else inputs[idx]
+        if frozen_g1:
+            m = (x > 0).to(x.dtype)
+            with torch.no_grad():
+                r = G1(torch.randn((x.shape[0], G1.latent_dim), generator=generator, device=dev), y)
+        else:
+            m = (real_pixels if observed is None else observed).expand_as(x)
+            if mask_fraction > 0:
+                m = m * (torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype) >= mask_fraction).to(x.dtype)
+            r = x if targets is None else targets[idx]
+        return x, x_in, y, m, r
+
+    def critic_loss_(batch):
+        x, x_in, y, m, r = batch
+        with torch.no_grad():
+            x_bar = m * x + (1 - m) * G2(x_in, m, _rand_like(x, generator), y)
+        return critic_loss(lambda t: D2(t, y), r, x_bar, gp_weight=gp_weight, generator=generator)
+
+    def imputer_loss(batch):
+        x, x_in, y, m, r = batch
+        x_bar = m * x + (1 - m) * G2(x_in, m, _rand_like(x, generator), y)
+        return generator_loss(r, x_bar, D2(x_bar, y) if D2 is not None else None, adv_weight)
+
+    step = Step(prepare, imputer_loss, critic_loss_ if D2 is not None else None)
+    try:
+        hist = train(step, steps=steps, batches=MiniBatches(images.shape[0], batch_size, generator, dev),
+                     optimizer=_adam(G2, lr, betas), critic=D2, critic_optimizer=_adam(D2, lr, betas),
+                     update_every=n_critic if D2 is not None else 1, log_every=log_every, progress=progress,
+                     desc="STGNET S2 reference imputer")
+    finally:
+        if frozen_g1:
+            G1.requires_grad_(True)
+    hist["imputer"] = hist.pop("generator", [])
     return hist
 
 
@@ -297,7 +260,7 @@ def train_stage3(
     onehot: torch.Tensor,
     coords: torch.Tensor,
     *,
-    epochs: int,
+    steps: int,
     batch_size: int = 100,
     update_every: int = 5,
     lr: float = 1e-5,
@@ -307,19 +270,22 @@ def train_stage3(
     adv_weight: float = 0.1,
     inputs: torch.Tensor | None = None,
     ema_decay: float = 0.0,
+    log_every: int = 1,
     generator: torch.Generator,
-    progress: ProgressFn = _identity_progress,
+    progress: ProgressFn = no_progress,
 ) -> dict[str, list[float]]:
-    """Train the spatial imputer ``G3`` as a student of the frozen teacher ``G2``.
+    """Train the spatial imputer ``G3`` for ``steps`` mini-batches as a student of the frozen
+    teacher ``G2``.
 
-    Per batch: ``o = G3(x, g, u, y, c)``; every ``update_every`` batches, with fresh ``u'``:
-    ``t' = g x + (1 - g) G2(x, g, u', y)`` and loss ``MSE(o, t')`` (observed genes: real
-    values; held-out genes and padding: the teacher's imputation). ``G2`` stays in train
-    mode (batch statistics) and runs without gradients.
+    Every ``update_every`` batches, with fresh ``u'``: ``t' = g x + (1 - g) G2(x, g, u', y)``
+    and loss ``MSE(G3(x, g, u, y, c), t')`` (observed genes: real values; held-out genes
+    and padding: the teacher's imputation). ``G2`` stays in train mode (batch statistics)
+    and runs without gradients.
 
-    With ``D3`` given (paper preset) the spatial critic is also trained (real ``o``, fake
-    ``t``) and ``adv_weight (1 - mean D3(t'))`` is added to the logged loss; that term has
-    no gradient w.r.t. ``G3`` (ALGORITHMS.md A.3), so ``G3``'s updates do not depend on it.
+    With ``D3`` given (paper preset) the spatial critic is trained on every batch (real: the
+    student's output, fake: the teacher's, same ``u``) and ``adv_weight (1 - mean D3(t'))``
+    is added to the logged loss; that term has no gradient w.r.t. ``G3``, so ``G3``'s
+    updates do not depend on it.
 
     ``inputs`` (default ``images``): what both networks read in place of ``x``, as in
     :func:`train_stage2`.
@@ -328,67 +294,64 @@ def train_stage3(
     over the updates, ``a <- ema_decay a + (1 - ema_decay) theta`` from its initial ones,
     not the last iterate; its BatchNorm statistics are then re-estimated for those
     parameters over one pass of the data (:func:`_reestimate_batchnorm`).
+
+    Returns
+    -------
+    dict
+        ``"student"`` (and ``"critic"``) losses, means over blocks of ``log_every`` steps.
     """
     dev = images.device
     averaged = [p.detach().clone() for p in G3.parameters()] if ema_decay > 0 else None
-    opt_g = torch.optim.Adam(G3.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D3.parameters(), lr=lr, betas=betas) if D3 is not None else None
-    hist: dict[str, list[float]] = {"student": []}
     if D3 is not None:
-        hist["critic"] = []
         D3.train()
     G2.train()
-    _set_requires_grad(G2, False)
+    G2.requires_grad_(False)
     G3.train()
     g = gene_mask.expand_as(images[:1])
-    step = 0
-    for _ in progress(range(epochs), total=epochs, desc="STGNET S3 spatial imputer"):
-        c_losses, g_losses = [], []
-        for idx in _batches(images.shape[0], batch_size, generator, dev):
-            x, y, c = images[idx], onehot[idx], coords[idx]
-            x_in = x if inputs is None else inputs[idx]
-            gm = g.expand_as(x)
-            step += 1
-            do_update = step % update_every == 0
-            if D3 is None and not do_update:
-                continue
-            u = _rand_like(x, generator)
-            o = G3(x_in, gm, u, y, c) if do_update else None
-            if D3 is not None:
-                with torch.no_grad():
-                    o_d = o.detach() if o is not None else G3(x_in, gm, u, y, c)
-                    t = gm * x + (1 - gm) * G2(x_in, gm, u, y)
-                d_loss = critic_loss(lambda im: D3(im, y, c), o_d, t, gp_weight=gp_weight, generator=generator)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                c_losses.append(d_loss.detach())
-            if do_update:
-                with torch.no_grad():
-                    u2 = _rand_like(x, generator)
-                    t2 = gm * x + (1 - gm) * G2(x_in, gm, u2, y)
-                loss = F.mse_loss(o, t2)
-                opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_g.step()
-                if averaged is not None:
-                    with torch.no_grad():
-                        for a, p in zip(averaged, G3.parameters()):
-                            a.lerp_(p, 1.0 - ema_decay)
-                logged = loss.detach()
-                if D3 is not None:
-                    with torch.no_grad():
-                        logged = logged + adv_weight * (1.0 - D3(t2, y, c).mean())
-                g_losses.append(logged)
-        hist["student"].append(float(torch.stack(g_losses).mean()) if g_losses else float("nan"))
+
+    def prepare(idx):
+        x = images[idx]
+        return x, (x if inputs is None else inputs[idx]), g.expand_as(x), onehot[idx], coords[idx], _rand_like(x, generator)
+
+    def critic_loss_(batch):
+        x, x_in, gm, y, c, u = batch
+        with torch.no_grad():
+            o = G3(x_in, gm, u, y, c)
+            t = gm * x + (1 - gm) * G2(x_in, gm, u, y)
+        return critic_loss(lambda im: D3(im, y, c), o, t, gp_weight=gp_weight, generator=generator)
+
+    def student_loss(batch):
+        x, x_in, gm, y, c, u = batch
+        o = G3(x_in, gm, u, y, c)
+        with torch.no_grad():
+            t2 = gm * x + (1 - gm) * G2(x_in, gm, _rand_like(x, generator), y)
+        loss = F.mse_loss(o, t2)
+        logged = loss.detach()
         if D3 is not None:
-            hist["critic"].append(float(torch.stack(c_losses).mean()) if c_losses else float("nan"))
+            with torch.no_grad():
+                logged = logged + adv_weight * (1.0 - D3(t2, y, c).mean())
+        return loss, {"student": logged}
+
+    def average():
+        with torch.no_grad():
+            for a, p in zip(averaged, G3.parameters()):
+                a.lerp_(p, 1.0 - ema_decay)
+
+    step = Step(prepare, student_loss, critic_loss_ if D3 is not None else None,
+                after_update=average if averaged is not None else None)
+    try:
+        hist = train(step, steps=steps, batches=MiniBatches(images.shape[0], batch_size, generator, dev),
+                     optimizer=_adam(G3, lr, betas), critic=D3, critic_optimizer=_adam(D3, lr, betas),
+                     update_every=update_every, log_every=log_every, progress=progress,
+                     desc="STGNET S3 spatial imputer")
+    finally:
+        G2.requires_grad_(True)
     if averaged is not None:
         with torch.no_grad():
             for a, p in zip(averaged, G3.parameters()):
                 p.copy_(a)
             _reestimate_batchnorm(G3, images, g, onehot, coords, inputs, batch_size, generator)
-    _set_requires_grad(G2, True)
+    hist.setdefault("student", [])
     return hist
 
 
@@ -401,7 +364,9 @@ def _reestimate_batchnorm(net, images, gene_mask, onehot, coords, inputs, batch_
         m.reset_running_stats()
         m.momentum = None
     net.train()
-    for idx in _batches(images.shape[0], batch_size, generator, images.device):
+    batches = MiniBatches(images.shape[0], batch_size, generator, images.device)
+    for _ in range(batches.per_pass):
+        idx = batches()
         x = images[idx] if inputs is None else inputs[idx]
         net(x, gene_mask.expand_as(x), _rand_like(x, generator), onehot[idx], coords[idx])
     for m, momentum in zip(norms, momenta):
@@ -437,39 +402,35 @@ def infer_stage4(
     Parameters
     ----------
     noise
-        ``"normal_code"`` (the original's N(0, 1), mismatched with training) or
-        ``"uniform"`` (U(0, 1), as in training).
+        ``"uniform"`` (U(0, 1), as in training) or ``"normal"`` (N(0, 1), the original).
     bn_mode
-        ``"batch_stats_code"`` (train-mode BatchNorm over sequential batches of
-        ``batch_size`` cells, as the original) or ``"running_stats"`` (eval mode).
+        ``"running_stats"`` (eval mode) or ``"batch_stats"`` (train-mode BatchNorm over
+        sequential batches of ``batch_size`` cells, the original; the running statistics
+        are left as they were).
     inputs
-        What the network reads (default ``images``: ``x_in = x``), as in
-        :func:`train_stage2`.
+        What the network reads (default ``images``), as in :func:`train_stage2`.
 
     Returns
     -------
     torch.Tensor
         ``(N, 1, s, s)`` images.
     """
-    if noise not in ("normal_code", "uniform"):
-        raise ValueError(f'inference_noise: expected "normal_code" or "uniform"; found {noise!r}')
-    if bn_mode not in ("batch_stats_code", "running_stats"):
-        raise ValueError(f'bn_inference: expected "batch_stats_code" or "running_stats"; found {bn_mode!r}')
+    if noise not in ("uniform", "normal"):
+        raise ValueError(f'inference_noise: expected "uniform" or "normal"; found {noise!r}')
+    if bn_mode not in ("running_stats", "batch_stats"):
+        raise ValueError(f'bn_inference: expected "running_stats" or "batch_stats"; found {bn_mode!r}')
     was_training = G3.training
-    if bn_mode == "running_stats":
-        G3.eval()
-        # running statistics are not updated in eval mode
-    else:
-        G3.train()
-        saved = {k: v.clone() for k, v in G3.state_dict().items() if "running" in k or "num_batches" in k}
+    G3.train(bn_mode == "batch_stats")
+    saved = {k: v.clone() for k, v in G3.state_dict().items() if "running" in k or "num_batches" in k} \
+        if bn_mode == "batch_stats" else None
     out = torch.empty_like(images)
     for sl in _inference_batches(images.shape[0], batch_size):
         x = images[sl]
         x_in = x if inputs is None else inputs[sl]
         gm = gene_mask.expand_as(x)
-        eps = _rand_like(x, generator, "uniform" if noise == "uniform" else "normal")
+        eps = _rand_like(x, generator, noise)
         out[sl] = gm * x + (1 - gm) * G3(x_in, gm, eps, onehot[sl], coords[sl])
-    if bn_mode == "batch_stats_code":
+    if saved is not None:
         G3.load_state_dict({**G3.state_dict(), **saved})
     G3.train(was_training)
     return out
@@ -609,7 +570,7 @@ def train_stage5(
     sr_block_size: int | None = None,
     sr_negatives: int = 64,
     generator: torch.Generator,
-    progress: ProgressFn = _identity_progress,
+    progress: ProgressFn = no_progress,
 ) -> tuple[torch.Tensor, dict[str, list[float]]]:
     """Full-batch refinement for a fixed number of epochs (no test-set epoch selection).
 
@@ -619,29 +580,25 @@ def train_stage5(
     -------
     mu, history
         ``mu`` (N, G) from a forward pass after the last update (full-batch BatchNorm
-        statistics, as during training), and per-epoch losses.
+        statistics, as during training), and per-epoch losses (``total``, ``zinb``, ``sr``,
+        ``kl``).
     """
     from ..nn.zinb import zinb_nll
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    parts: dict[str, list[torch.Tensor]] = {"total": [], "zinb": [], "sr": [], "kl": []}
     model.train()
-    for _ in progress(range(epochs), total=epochs, desc="STGNET S5 GCN refinement"):
+
+    def loss(_):
         out = model(features, adj_spatial, adj_feature)
         l_zinb = zinb_nll(features, out["pi"], out["theta"], out["mu"])
-        l_sr = spatial_regularizer(out["emb"], spatial_edges, mode=sr_mode, block_size=sr_block_size, n_negative=sr_negatives, generator=generator)
+        l_sr = spatial_regularizer(out["emb"], spatial_edges, mode=sr_mode, block_size=sr_block_size,
+                                   n_negative=sr_negatives, generator=generator)
         l_kl = kl_observed(features, out["mu"], observed) if observed.numel() else features.new_zeros(())
-        loss = zinb_weight * l_zinb + sr_weight * l_sr + kl_weight * l_kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        for k, v in (("total", loss), ("zinb", l_zinb), ("sr", l_sr), ("kl", l_kl)):
-            parts[k].append(v.detach())
-        if features.device.type == "cpu":
-            del out, l_zinb, l_sr, l_kl, loss
-            release_freed_memory()
-    # one host transfer for the whole history (no device round trip per epoch)
-    hist = {k: torch.stack(v).cpu().tolist() if v else [] for k, v in parts.items()}
+        total = zinb_weight * l_zinb + sr_weight * l_sr + kl_weight * l_kl
+        return total, {"total": total, "zinb": l_zinb, "sr": l_sr, "kl": l_kl}
+
+    hist = train(Step(lambda batch: batch, loss), steps=epochs, batches=full_batch,
+                 optimizer=torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay),
+                 release_memory=features.device.type == "cpu", progress=progress, desc="STGNET S5 GCN refinement")
     with torch.no_grad():
         out = model(features, adj_spatial, adj_feature)
     return out["mu"].detach(), hist

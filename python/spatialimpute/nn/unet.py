@@ -105,6 +105,10 @@ class UNetImputer(nn.Module):
         U-Net width and depth (paper: 64, 5).
     n_coords
         0 for the reference imputer, 2 for the spatial imputer.
+    stem_channels
+        Channels of the convolution on the input map (the original: 32); with the label and
+        coordinate channels they are the U-Net core's input, at the full map size, where
+        most of the network's compute is.
     mask_input
         Also give the network the mask itself (the paper's ``(x, m)`` input): the first
         linear layer reads ``[v, m]``. False is the original code, where the mask only blends
@@ -121,6 +125,7 @@ class UNetImputer(nn.Module):
         n_levels: int = 5,
         n_coords: int = 0,
         mask_input: bool = False,
+        stem_channels: int = 32,
     ) -> None:
         super().__init__()
         sizes = unet_sizes(map_size, n_levels)
@@ -132,11 +137,12 @@ class UNetImputer(nn.Module):
         self.out_size = out_size
         p = image_size * image_size
         self.fc_in = nn.Linear(p * (2 if mask_input else 1), map_size * map_size)
-        self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.LeakyReLU(0.2, inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(1, stem_channels, 3, 1, 1), nn.BatchNorm2d(stem_channels),
+                                  nn.LeakyReLU(0.2, inplace=True))
         self.label_branch = nn.Sequential(
             nn.Conv2d(n_labels, 8, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), nn.BatchNorm2d(8)
         )
-        c_in = 32 + 8
+        c_in = stem_channels + 8
         if n_coords:
             self.coord_branch = nn.Sequential(
                 nn.Conv2d(n_coords, 8, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), nn.BatchNorm2d(8)

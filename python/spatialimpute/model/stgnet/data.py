@@ -1,0 +1,236 @@
+"""STGNET's data preparation: the gene image layout, the [0, 1] scales and their inverse,
+the spatial-to-reference alignment, the labels, and the stage-2 targets.
+
+Everything here is NumPy on the host, computed once per model; the networks read the
+result as images (:func:`spatialimpute.module.stgnet.to_images`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import torch
+
+from ..._settings import derive_seed
+from ...data.labels import shared_label_codes, transfer_labels
+from ...data.neighbors import knn_cosine, weighted_neighbor_mean
+from ...data.normalize import standardize_genes
+from ...module import stgnet as S
+from .config import STGNETArchitecture
+
+__all__ = [
+    "Labels", "Prepared", "match_quantiles", "prepare", "reference_sample", "settle_labels", "smoothed_targets",
+    "stgnet_scale", "stgnet_unscale", "unscale",
+]
+
+
+def stgnet_scale(counts: np.ndarray, library_size: np.ndarray, max_cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """STGNET's original input scale: CP10k, log1p, divided by the per-cell maximum.
+
+    Parameters
+    ----------
+    counts
+        Cells x genes raw values.
+    library_size
+        Per-cell library size (over all genes of the object).
+    max_cols
+        Columns the per-cell maximum is taken over (default all).
+
+    Returns
+    -------
+    scaled, cell_max
+        Scaled values (float32; may exceed 1 outside ``max_cols``) and the per-cell maximum
+        of ``log1p(CP10k)`` (1 where a cell has nothing, to avoid division by zero).
+    """
+    lib = np.asarray(library_size, dtype=np.float64)
+    lib = np.where(lib > 0, lib, 1.0)
+    logn = np.log1p(np.asarray(counts, dtype=np.float64) / lib[:, None] * 1e4)
+    sub = logn if max_cols is None else logn[:, max_cols]
+    cell_max = sub.max(axis=1) if sub.shape[1] else np.ones(logn.shape[0])
+    cell_max = np.where(cell_max > 0, cell_max, 1.0)
+    return (logn / cell_max[:, None]).astype(np.float32), cell_max
+
+
+def stgnet_unscale(values: np.ndarray, cell_max: np.ndarray, median_library_size: float) -> np.ndarray:
+    """Map values on STGNET's per-cell scale back to the project's log-normalised scale
+    (``log1p(counts / library size * median library size)``)."""
+    logn = np.asarray(values, dtype=np.float64) * cell_max[:, None]
+    return np.log1p(np.expm1(np.clip(logn, 0.0, None)) * (median_library_size / 1e4)).astype(np.float32)
+
+
+def match_quantiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Map each column of ``values`` onto the distribution of the same column of ``reference``.
+
+    A value of rank ``r`` (average rank for ties) among ``n`` cells becomes the
+    ``(r - 1/2) / n`` quantile of the reference column: a per-gene monotone map, so every
+    gene keeps its cell ranking while its marginal distribution becomes the reference's.
+
+    Parameters
+    ----------
+    values
+        ``(N, G)`` spatial values.
+    reference
+        ``(M, G)`` reference values of the same genes.
+
+    Returns
+    -------
+    np.ndarray
+        ``(N, G)`` float32.
+    """
+    from scipy.stats import rankdata
+
+    values = np.asarray(values)
+    q = (rankdata(values, axis=0) - 0.5) / max(values.shape[0], 1)
+    out = np.empty(values.shape, dtype=np.float32)
+    for j in range(values.shape[1]):
+        out[:, j] = np.quantile(reference[:, j], q[:, j])
+    return out
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Both data sets on the networks' scale, in the gene image layout.
+
+    Image columns hold the panel and target genes sorted by name (the layout does not
+    depend on which genes a fold holds out); ``feature_pos`` / ``target_pos`` are the
+    columns of the panel genes and of the genes to impute.
+    """
+
+    genes: list[str]
+    feature_pos: np.ndarray
+    target_pos: np.ndarray
+    side: int
+    reference: np.ndarray  #: (reference cells, genes) in [0, 1]
+    reference_inputs: np.ndarray | None  #: what the networks read instead (None: ``reference``)
+    spatial: np.ndarray  #: (spatial cells, genes); panel genes scaled and aligned, others 0
+    spatial_inputs: np.ndarray | None
+    gene_max: np.ndarray | None  #: ``input_scale="gene_max"``: each gene's reference maximum
+    cell_max: np.ndarray | None  #: ``input_scale="cell_max"``: each spatial cell's maximum
+    median_library_size: float
+    coords01: np.ndarray  #: coordinates min-max scaled per axis
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.genes)
+
+
+def prepare(paired, arch: STGNETArchitecture) -> Prepared:
+    """Scale both data sets, lay out the genes, scale the coordinates."""
+    p = paired
+    genes = list(p.feature_genes) + list(p.target_genes)
+    order = np.argsort(np.asarray(genes, dtype=object), kind="stable")  # fold-invariant image layout
+    pos = np.empty(len(genes), dtype=np.int64)
+    pos[order] = np.arange(len(genes))
+    feature_pos, target_pos = pos[: p.n_features], pos[p.n_features:]
+    gene_max = cell_max = None
+    if arch.input_scale == "gene_max":
+        gene_max = p.reference_X.max(axis=0).astype(np.float64)[order]
+        gene_max = np.where(gene_max > 0, gene_max, 1.0)
+        reference = np.ascontiguousarray(p.reference_X[:, order] / gene_max).astype(np.float32)
+        sp_scaled = p.spatial_X / gene_max[feature_pos]
+    else:
+        ref_scaled, _ = stgnet_scale(p.reference_counts, p.reference_library_size)
+        reference = np.ascontiguousarray(ref_scaled[:, order])
+        sp_scaled, cell_max = stgnet_scale(p.spatial_counts, p.spatial_library_size)
+    spatial = np.zeros((p.n_cells, len(genes)), dtype=np.float32)
+    spatial[:, feature_pos] = align(sp_scaled, reference[:, feature_pos], arch.spatial_alignment)
+    reference_inputs = spatial_inputs = None
+    if arch.network_input == "standardized":
+        reference_inputs = standardize_genes(p.reference_X[:, order])
+        spatial_inputs = np.zeros_like(spatial)
+        spatial_inputs[:, feature_pos] = standardize_genes(p.spatial_X)
+    coords = np.asarray(p.coords, dtype=np.float64)
+    span = coords.max(axis=0) - coords.min(axis=0)
+    coords01 = ((coords - coords.min(axis=0)) / np.where(span > 0, span, 1.0)).astype(np.float32)
+    return Prepared(
+        genes=[genes[i] for i in order], feature_pos=feature_pos, target_pos=target_pos, side=S.image_side(len(genes)),
+        reference=reference, reference_inputs=reference_inputs, spatial=spatial, spatial_inputs=spatial_inputs,
+        gene_max=gene_max, cell_max=cell_max,
+        median_library_size=float(np.median(np.where(p.spatial_library_size > 0, p.spatial_library_size, 1.0))),
+        coords01=coords01,
+    )
+
+
+def align(values: np.ndarray, reference: np.ndarray, mode: str) -> np.ndarray:
+    """Spatial ``values`` on the scale of the ``reference`` columns of the same genes
+    (``"quantile"``: :func:`match_quantiles`) or unchanged (``"none"``)."""
+    return match_quantiles(values, reference) if mode == "quantile" else values
+
+
+def unscale(values: np.ndarray, positions: np.ndarray, data: Prepared, cell_max: np.ndarray | None) -> np.ndarray:
+    """Network scale -> log-normalised scale for the genes at image ``positions``.
+
+    ``input_scale="gene_max"``: times each gene's reference maximum; ``"cell_max"``: the
+    inverse of :func:`stgnet_scale` with each cell's maximum ``cell_max``.
+    """
+    if data.gene_max is not None:
+        return (np.clip(values, 0.0, None) * data.gene_max[positions]).astype(np.float32)
+    return stgnet_unscale(values, cell_max, data.median_library_size)
+
+
+@dataclasses.dataclass
+class Labels:
+    """One label vocabulary for both data sets and each cell's code in it."""
+
+    categories: list[str]
+    reference_codes: np.ndarray
+    spatial_codes: np.ndarray
+    source: dict
+
+
+def settle_labels(paired, arch: STGNETArchitecture, seed: int) -> Labels:
+    """Given labels (one shared vocabulary), one class, or Leiden clusters of the reference;
+    spatial labels, when not given, transferred from the reference on panel genes only."""
+    p = paired
+    sp_source = "given"
+    if p.reference_labels is not None:
+        cats, ref_codes, sp_codes = shared_label_codes(
+            p.reference_labels, None if p.spatial_labels is None else np.asarray(p.spatial_labels)
+        )
+        if sp_codes is not None and (sp_codes >= len(p.reference_labels.categories)).any():
+            warnings.warn("STGNET: some spatial labels are absent from the reference; their cells are "
+                          "conditioned on labels no reference cell has", stacklevel=4)
+        source = "given"
+    elif arch.unlabelled == "single":
+        cats, ref_codes = ["all"], np.zeros(p.n_reference, dtype=np.int64)
+        sp_codes = np.zeros(p.n_cells, dtype=np.int64)
+        source = sp_source = "single class (no labels given)"
+    else:
+        from ...data.clustering import leiden
+
+        ref_codes = leiden(p.reference_X, resolution=arch.leiden_resolution, seed=seed)
+        cats = [str(i) for i in range(int(ref_codes.max()) + 1)]
+        sp_codes = None
+        source = "leiden"
+    if sp_codes is None:
+        sp_codes = transfer_labels(p.spatial_X, p.reference_features, ref_codes, method=arch.label_transfer,
+                                   k=arch.label_transfer_k, standardize_genes=arch.label_transfer_standardize)
+        sp_source = f"transferred ({arch.label_transfer}, panel genes only)"
+    return Labels(list(cats), np.asarray(ref_codes, dtype=np.int64), np.asarray(sp_codes, dtype=np.int64),
+                  {"reference": source, "spatial": sp_source, "n_labels": len(cats)})
+
+
+def reference_sample(n_reference: int, cap: int | None, seed: int) -> np.ndarray:
+    """Rows of the reference that stages 1-2 train on: all, or a random ``cap`` of them (sorted)."""
+    if cap is None or n_reference <= cap:
+        return np.arange(n_reference)
+    rng = np.random.default_rng(derive_seed(seed, "reference_sample"))
+    return np.sort(rng.choice(n_reference, cap, replace=False))
+
+
+def smoothed_targets(reference_X: np.ndarray, reference: np.ndarray, k: int, seed: int, device) -> np.ndarray:
+    """Each reference cell's mean of ``reference`` (network scale) over its ``k`` nearest
+    reference cells, itself included (cosine in 30 principal components of all genes of
+    ``reference_X``, z-scored): stage 2's denoised regression targets."""
+    from sklearn.decomposition import PCA
+
+    z = standardize_genes(reference_X)
+    n_components = min(30, z.shape[0] - 1, z.shape[1])
+    emb = z
+    if n_components < z.shape[1]:
+        emb = PCA(n_components=n_components, random_state=derive_seed(seed, "s2_targets")).fit_transform(z)
+    idx, _ = knn_cosine(emb, emb, min(k, emb.shape[0]), device=device)
+    weights = torch.full(idx.shape, 1.0 / idx.shape[1], device=device)
+    return weighted_neighbor_mean(idx, weights, torch.as_tensor(reference, device=device)).cpu().numpy()
