@@ -3,14 +3,12 @@ spatialdata-io readers (folders written by tests/platform_folders.py)."""
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
 pytest.importorskip("spatialdata_io")
-warnings.filterwarnings("ignore", category=FutureWarning)
 
 import spatialdata  # noqa: E402
 from spatialdata.models import ShapesModel, TableModel  # noqa: E402
