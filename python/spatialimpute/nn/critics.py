@@ -1,5 +1,5 @@
-"""STGNET conditional critics (``D1``/``D2``/``D3``, ALGORITHMS.md A.2.2-A.2.3) and the
-WGAN-GP gradient penalty (A.3)."""
+"""STGNET conditional critics (``D1``/``D2``/``D3``, docs/algorithms/stgnet.md, stages 1-3) and the
+WGAN-GP gradient penalty."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Graph convolution, attention fusion and the multi-view GCN of STGNET stage 5
-(ALGORITHMS.md A.4, derived from Spatial-MGCN)."""
+(docs/algorithms/stgnet.md, stage 5; derived from Spatial-MGCN)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""STGNET stage-1 conditional data generator (``G1``, ALGORITHMS.md A.2.1).
+"""STGNET stage-1 conditional data generator (``G1``, docs/algorithms/stgnet.md, stage 1).
 
 The generator maps a Gaussian code and a one-hot cell label to one cell's expression,
 laid out as a ``(1, s, s)`` image of the padded gene vector (gene ``j`` at pixel

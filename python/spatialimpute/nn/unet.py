@@ -1,5 +1,5 @@
-"""STGNET U-Net imputers (``G2`` on the reference, ``G3`` on spatial cells; ALGORITHMS.md
-A.2.4-A.2.5).
+"""STGNET U-Net imputers (``G2`` on the reference, ``G3`` on spatial cells;
+docs/algorithms/stgnet.md, stages 2-3).
 
 The U-Net core is pix2pix-style: 5x5 stride-2 padding-1 convolutions down, transposed
 convolutions up, skip concatenation at every level but the outermost. Map sizes follow

@@ -1,4 +1,4 @@
-"""Zero-inflated negative binomial decoder and likelihood (STGNET stage 5, ALGORITHMS.md A.4)."""
+"""Zero-inflated negative binomial decoder and likelihood (STGNET stage 5, docs/algorithms/stgnet.md)."""
 
 from __future__ import annotations
 
