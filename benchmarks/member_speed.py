@@ -15,6 +15,7 @@ Usage::
     python benchmarks/member_speed.py                        # every shape, knn/stimpute/stgnet, 1 and 2 threads
     python benchmarks/member_speed.py --methods stimpute --threads 1 --shapes 645x915:9234
     python benchmarks/member_speed.py --large                # 100k x 1,000 panel, ref 30k: stImpute, 2 threads
+    python benchmarks/member_speed.py --methods stimpute --shapes 645x915:9234 --param gnn_steps=50
 
 State the machine's load with the numbers: two cores shared with anything else give other times.
 """
@@ -69,7 +70,7 @@ def _fold0(spatial, reference):
     return fold, heldout, truth
 
 
-def run_one(shape: str, method: str, threads: int) -> dict:
+def run_one(shape: str, method: str, threads: int, params: dict) -> dict:
     """One call in this process; returns seconds, peak RSS and the fold-0 SPCC."""
     import numpy as np
     import torch
@@ -89,7 +90,7 @@ def run_one(shape: str, method: str, threads: int) -> dict:
     with ResourceMonitor("cpu") as monitor:
         start = time.perf_counter()
         out = si.impute(fold, reference, method=method, genes=heldout, seed=0, device="cpu",
-                        library_size_key=LIBRARY_SIZE_KEY, num_threads=threads)
+                        library_size_key=LIBRARY_SIZE_KEY, num_threads=threads, **params)
         seconds = time.perf_counter() - start
     pred = out[:, heldout].X
     rho = [spearmanr(pred[:, j], truth[:, j])[0] for j in range(len(heldout))]
@@ -97,9 +98,9 @@ def run_one(shape: str, method: str, threads: int) -> dict:
             "spcc": float(np.nanmean(rho)), "n_heldout": len(heldout)}
 
 
-def _subprocess(shape: str, method: str, threads: int) -> dict:
+def _subprocess(shape: str, method: str, threads: int, params: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, __file__, "--one", shape, method, str(threads)]
+    cmd = [sys.executable, __file__, "--one", shape, method, str(threads), "--params", json.dumps(params)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -112,12 +113,19 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--shapes", default=None, help="comma-separated CELLSxPANEL:REFERENCE shapes or shared pair names")
     ap.add_argument("--large", action="store_true", help=f"only {LARGE} with stImpute on 2 threads")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=JSON",
+                    help="an option passed to every call, e.g. --param gnn_steps=50")
     ap.add_argument("--one", nargs=3, metavar=("SHAPE", "METHOD", "THREADS"), help=argparse.SUPPRESS)
+    ap.add_argument("--params", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         shape, method, threads = args.one
-        print(json.dumps(run_one(shape, method, int(threads))))
+        print(json.dumps(run_one(shape, method, int(threads), json.loads(args.params))))
         return
+    params = {}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        params[key] = json.loads(value)
     if args.large:
         shapes, methods, thread_counts = [LARGE], ["stimpute"], [2]
     else:
@@ -125,15 +133,15 @@ def main(argv=None) -> None:
 
         shapes = args.shapes.split(",") if args.shapes else SHAPES + [d for d in SHARED if d in _available(list_datasets)]
         methods, thread_counts = args.methods.split(","), [int(t) for t in args.threads.split(",")]
-    print(f"# one call per cell, fresh process, fold 0; machine: {os.cpu_count()} cores, "
-          f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"# one call per cell, fresh process, fold 0; options {params or 'default'}; machine: "
+          f"{os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.2f}", flush=True)
     header = "| pair (cells x panel : reference) | threads | " + " | ".join(f"{m} s (SPCC)" for m in methods)
     print(header + " | one-time import s |\n|" + "---|" * (len(methods) + 3), flush=True)
     for shape in shapes:
         for threads in thread_counts:
             cells, imports = [], []
             for method in methods:
-                r = _subprocess(shape, method, threads)
+                r = _subprocess(shape, method, threads, params)
                 cells.append(f"error: {r['error']}" if "error" in r else f"{r['seconds']:.1f} ({r['spcc']:.3f})")
                 if "error" not in r:
                     imports.append(r["import_s"])
