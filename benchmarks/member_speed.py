@@ -14,7 +14,7 @@ Usage::
 
     python benchmarks/member_speed.py                        # every shape, knn/stimpute/stgnet, 1 and 2 threads
     python benchmarks/member_speed.py --methods stimpute --threads 1 --shapes 645x915:9234
-    python benchmarks/member_speed.py --large                # 100k x 1,000 panel, ref 30k: stImpute, 2 threads
+    python benchmarks/member_speed.py --large                # 25k/50k/100k x 1,000 panel, ref 30k: stImpute, 2 threads
     python benchmarks/member_speed.py --methods stimpute --shapes 645x915:9234 --param gnn_steps=50
 
 State the machine's load with the numbers: two cores shared with anything else give other times.
@@ -32,7 +32,8 @@ import time
 #: (spatial cells, panel genes, reference cells) of pairs users bring (issue 18's table).
 SHAPES = ["8425x347:4651", "645x915:9234", "2376x244:14249", "3089x33:5613", "1154x42:14231"]
 SHARED = ["osmfish_somatosensory", "seqfish_mouse_gastrulation", "fish_drosophila_embryo", "seqfish_mouse_embryo"]
-LARGE = "100000x1000:30000"
+#: Spatial cells of the large-panel scale run (x 1,000 panel genes, reference 30,000 cells).
+LARGE_CELLS = (25_000, 50_000, 100_000)
 
 
 def _load(shape: str):
@@ -112,7 +113,9 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", default="knn,stimpute,stgnet")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--shapes", default=None, help="comma-separated CELLSxPANEL:REFERENCE shapes or shared pair names")
-    ap.add_argument("--large", action="store_true", help=f"only {LARGE} with stImpute on 2 threads")
+    ap.add_argument("--large", action="store_true",
+                    help="stImpute on 2 threads, 1,000 panel genes, 30,000 reference cells, "
+                         f"{', '.join(str(n) for n in LARGE_CELLS)} spatial cells (time and peak RSS against cells)")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=JSON",
                     help="an option passed to every call, e.g. --param gnn_steps=50")
     ap.add_argument("--one", nargs=3, metavar=("SHAPE", "METHOD", "THREADS"), help=argparse.SUPPRESS)
@@ -127,7 +130,7 @@ def main(argv=None) -> None:
         key, _, value = item.partition("=")
         params[key] = json.loads(value)
     if args.large:
-        shapes, methods, thread_counts = [LARGE], ["stimpute"], [2]
+        shapes, methods, thread_counts = [f"{n}x1000:30000" for n in LARGE_CELLS], ["stimpute"], [2]
     else:
         from spatialimpute.benchmark.shared_data import list_datasets
 
