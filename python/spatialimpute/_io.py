@@ -71,17 +71,22 @@ def _atomic_path(target: Path):
     tmp = tmp_dir / target.name
     try:
         yield tmp
-        with _signals_blocked():  # the rename (and a replaced folder's swap) is never interrupted
-            if target.is_dir() and tmp.is_dir():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
+        replace_path(tmp, target)
     finally:
         with _signals_blocked():
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def replace_path(tmp: Path, target: Path) -> None:
+    """Move ``tmp`` onto ``target`` (an existing target folder is swapped out), never interrupted."""
+    with _signals_blocked():
+        if target.is_dir() and tmp.is_dir():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
 
 
 @contextlib.contextmanager

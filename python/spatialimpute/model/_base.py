@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import torch
 from .._version import __version__
 from .._io import atomic_path, jsonable
 from .._settings import apply_num_threads, resolve_device, seed_everything
-from .._validation import SpatialImputeInputError, check_anndata, check_choice, check_int, prepare_pair
+from .._validation import (
+    SpatialImputeInputError, check_anndata, check_bool, check_choice, check_int, prepare_pair,
+)
 from ._config import CONFIG_VERSION, Config, split_options
 
 _STATE_FILE = "state.safetensors"
@@ -32,14 +35,32 @@ _DATA_KWARGS = {
 }
 
 
+class PredictionRows:
+    """The prediction of the target genes, computed (or read) on demand for some cells.
+
+    What :meth:`BaseImputer._reliability` receives: ``prediction(cells)`` returns the rows
+    of the spatial cells ``cells`` (indices in the model's order), ``shape`` is
+    ``(n_cells, n_targets)``; never the whole matrix at once.
+    """
+
+    def __init__(self, shape: tuple[int, int], rows):
+        self.shape = shape
+        self._rows = rows
+
+    def __call__(self, cells: np.ndarray) -> np.ndarray:
+        return self._rows(np.asarray(cells, dtype=np.int64))
+
+
 class BaseImputer:
     """Common machinery of the imputation models (scvi-tools style model class).
 
     Subclasses set :attr:`method_name`, describe their options with two frozen configs
     (:attr:`Architecture`, fixed at construction, and :attr:`Schedule`, which :meth:`train`
     also accepts; see :mod:`spatialimpute.model._config`) and their :attr:`presets`, and
-    implement :meth:`_fit`, :meth:`_predict` and :meth:`_reliability` (and
-    :meth:`_state_dict` / :meth:`_load_state_dict` to be saved).
+    implement :meth:`_fit`, :meth:`_predict_block` (or :meth:`_predict`, which is not
+    memory-bounded) and :meth:`_reliability` (and :meth:`_state_dict` /
+    :meth:`_load_state_dict` to be saved). Training runs once; :meth:`impute` predicts
+    blocks of cells as dask tasks (:mod:`spatialimpute.model._blocks`).
 
     Parameters
     ----------
@@ -98,15 +119,39 @@ class BaseImputer:
         self.history: dict[str, list[float]] = {}
         self.timings: dict[str, float] = {}
         self.is_trained = False
+        self._cache: dict = {}  # prediction state derived from the trained model (not saved, not sent to workers)
 
     # ----------------------------------------------------------------- subclass API
     def _fit(self) -> None:
         raise NotImplementedError
 
     def _predict(self) -> np.ndarray:
+        """All cells at once, ``(n_cells, n_targets)``: for methods without :meth:`_predict_block`."""
         raise NotImplementedError
 
-    def _reliability(self, prediction: np.ndarray) -> np.ndarray:
+    def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
+        """Rows of the target genes for the spatial cells ``cells`` (indices, model order).
+
+        ``stats`` is what :meth:`_merge_scans` made of the blocks' :meth:`_scan_block`
+        (``None`` for methods without global statistics). The default predicts all cells at
+        once with :meth:`_predict` (once per process) and slices it: correct, but **not
+        memory-bounded**; methods override it to predict only ``cells``.
+        """
+        with self._cache.setdefault("lock", threading.Lock()):
+            if "whole" not in self._cache:
+                self._cache["whole"] = np.asarray(self._predict(), dtype=np.float32)
+        return self._cache["whole"][cells]
+
+    def _scan_block(self, cells: np.ndarray):
+        """Partial global statistics of a block that every block's prediction needs (default: none)."""
+        return None
+
+    def _merge_scans(self, parts: list):
+        """Combine the blocks' :meth:`_scan_block` results into the ``stats`` of :meth:`_predict_block`."""
+        return None
+
+    def _reliability(self, prediction: PredictionRows) -> np.ndarray:
+        """Reliability per target gene, ``(n_targets,)`` in [0, 1]; ``prediction(cells)`` gives rows on demand."""
         raise NotImplementedError
 
     def _state_dict(self) -> dict:
@@ -134,36 +179,91 @@ class BaseImputer:
             self.schedule = self.schedule.replace(**schedule)
         apply_num_threads(self.num_threads)
         seed_everything(self.seed)
+        self._cache = {}
         start = time.perf_counter()
         self._fit()
         self.timings["train_s"] = time.perf_counter() - start
         self.is_trained = True
         return self
 
-    def impute(self):
-        """Impute the target genes for every spatial cell (training first if needed).
+    def impute(self, out=None, *, block_size: int | None = None, scheduler=None, dtype: str = "float32",
+               resume: bool = False):
+        """Impute the target genes for every spatial cell (training first if needed), block by block.
+
+        Parameters
+        ----------
+        out
+            ``None``: return the result in memory. A path (``.zarr``): write it block by block
+            into an on-disk AnnData zarr store (``X`` chunked by cells and genes), built in a
+            hidden ``.NAME.partial`` folder beside the path and renamed onto it at the end (a
+            failure leaves nothing at ``out``), and return it with ``X`` as a dask array.
+        block_size
+            Cells per block (default: about 16 million output values a block). Prediction
+            memory is bounded by a block for methods with a block path (kNN, stImpute);
+            STGNET predicts all cells at once.
+        scheduler
+            Dask scheduler running the blocks: ``None``/``"threads"`` (local threads sized to
+            the machine), ``"synchronous"``, a ``distributed.Client`` or a scheduler address;
+            the model is sent to a cluster's workers once.
+        dtype
+            ``"float32"`` or ``"float16"`` (half the storage; values rounded to 3 digits).
+        resume
+            With ``out``: keep the blocks a failed or interrupted run of the same model and
+            options already wrote to the partial store, and compute only the others.
 
         Returns
         -------
         anndata.AnnData
             obs = spatial cells (same order), var = target genes with ``var["reliability"]``
-            and ``var["in_panel"]``, X = imputed log-normalised expression (float32),
+            and ``var["in_panel"]``, X = imputed log-normalised expression,
             ``obsm["spatial"]`` = coordinates, ``uns["spatialimpute"]`` = provenance.
         """
         import anndata
 
+        from ..io.zarr_store import DTYPES, BlockStore, fingerprint, read_lazy
+        from ._blocks import BlockRunner, default_block_size
+
         if not self.is_trained:
             self.train()
+        dtype = check_choice(dtype, "dtype", list(DTYPES))
+        n, g = self.paired.n_cells, self.paired.n_targets
+        block_size = default_block_size(n, g) if block_size is None else check_int(block_size, "block_size", minimum=1)
+        resume = check_bool(resume, "resume")
+        if out is not None and Path(out).suffix.lower() != ".zarr":
+            raise SpatialImputeInputError("out", "None or a path ending in .zarr", repr(str(out)),
+                                          "e.g. out='imputed.zarr' (write .h5ad files from the returned AnnData)")
         apply_num_threads(self.num_threads)
+        order = np.arange(n) if self._output_order is None else self._output_order
+        blocks = [order[s:s + block_size] for s in range(0, n, block_size)]
+        start = time.perf_counter()
+        with BlockRunner(self, scheduler) as runner:
+            if "stats" not in self._cache:
+                self._cache["stats"] = self._merge_scans(runner.scan(blocks)) if self._has_scan() else None
+            stats = self._cache["stats"]
+            if out is None:
+                X = np.empty((n, g), dtype=dtype)
+                for i, rows in runner.predict(blocks, list(range(len(blocks))), stats, None):
+                    X[i * block_size:i * block_size + rows.shape[0]] = rows
+                rows_of = np.empty(n, dtype=np.int64)
+                rows_of[order] = np.arange(n)
+                prediction = PredictionRows((n, g), lambda cells: X[rows_of[cells]].astype(np.float32))
+            else:
+                cells = [str(c) for c in self.paired.cell_names[order]]
+                identity = fingerprint(method=self.method_name, version=__version__, config=self.config(),
+                                       seed=self.seed, features=self.paired.feature_genes,
+                                       targets=self.paired.target_genes, cells=cells, block_size=block_size,
+                                       dtype=dtype, device=str(self.device))
+                store = BlockStore(out, (n, g), block_size, dtype, identity, resume)
+                todo = np.flatnonzero(~store.done()).tolist()
+                for _ in runner.predict(blocks, todo, stats, store):
+                    pass
+                prediction = PredictionRows((n, g), lambda cells: np.concatenate(
+                    [self._block_rows(cells[s:s + block_size], stats) for s in range(0, len(cells), block_size)]))
+            scheduler_name = runner.scheduler
+        self.timings["predict_s"] = time.perf_counter() - start
         start = time.perf_counter()
         with torch.no_grad():
-            prediction = np.asarray(self._predict(), dtype=np.float32)
-        self.timings["predict_s"] = time.perf_counter() - start
-        expected = (self.paired.n_cells, self.paired.n_targets)
-        if prediction.shape != expected:
-            raise RuntimeError(f"{type(self).__name__}._predict returned shape {prediction.shape}, expected {expected}")
-        start = time.perf_counter()
-        reliability = np.clip(np.asarray(self._reliability(prediction), dtype=np.float64), 0.0, 1.0)
+            reliability = np.clip(np.asarray(self._reliability(prediction), dtype=np.float64), 0.0, 1.0)
         self.timings["reliability_s"] = time.perf_counter() - start
         var = pd.DataFrame(
             {"reliability": reliability, "in_panel": self.paired.target_in_panel},
@@ -171,12 +271,34 @@ class BaseImputer:
         )
         obs = self._spatial_obs.copy()
         obs.index = self.paired.cell_names
-        result = anndata.AnnData(X=prediction, obs=obs, var=var)
-        result.obsm["spatial"] = self.paired.coords.copy()
-        result.uns["spatialimpute"] = self.provenance()
-        if self._output_order is not None:
-            result = result[self._output_order].copy()
-        return result
+        obs = obs.iloc[order]
+        obsm = {"spatial": self.paired.coords[order]}
+        uns = {"spatialimpute": self.provenance()}
+        uns["spatialimpute"]["prediction"] = {"block_size": block_size, "n_blocks": len(blocks),
+                                              "scheduler": scheduler_name, "dtype": dtype}
+        if out is None:
+            return anndata.AnnData(X=X, obs=obs, var=var, obsm=obsm, uns=uns)
+        store.finish(obs, var, obsm, uns)
+        return read_lazy(out)
+
+    def _has_scan(self) -> bool:
+        return type(self)._scan_block is not BaseImputer._scan_block
+
+    def _block_rows(self, cells: np.ndarray, stats) -> np.ndarray:
+        """:meth:`_predict_block` as float32, its shape checked."""
+        rows = np.asarray(self._predict_block(cells, stats), dtype=np.float32)
+        expected = (len(cells), self.paired.n_targets)
+        if rows.shape != expected:
+            raise RuntimeError(f"{type(self).__name__}._predict_block returned shape {rows.shape}, expected {expected}")
+        return rows
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+    def __dask_tokenize__(self):
+        return type(self).__name__, id(self)
 
     def provenance(self) -> dict:
         """What was run, how and how long: stored in ``uns["spatialimpute"]`` of results."""

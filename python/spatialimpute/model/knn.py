@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .._validation import SpatialImputeInputError
-from ..data.neighbors import find_knn, knn_average, knn_heldout_predictor
+from ..data.neighbors import find_knn, knn_heldout_predictor, neighbor_weights, weighted_neighbor_mean
 from ..reliability import reliability_from_heldout
 from ._base import BaseImputer
 from ._config import Config, boolean, choice, integer
@@ -63,11 +63,17 @@ class KNNImpute(BaseImputer):
                                    k=min(p.k, self.paired.n_reference), n_components=p.n_components,
                                    seed=self.seed, device=self.device)
 
-    def _predict(self) -> np.ndarray:
-        target_cols = np.arange(self.paired.n_features, self.paired.n_features + self.paired.n_targets)
-        return knn_average(self.paired, self._neighbors, target_cols, self.architecture.weighting, self.device)
+    def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
+        """Weighted mean of the target genes over the fit-time neighbours of ``cells``."""
+        if "targets" not in self._cache:  # the reference's target genes, once per process
+            self._cache["targets"] = torch.as_tensor(np.ascontiguousarray(self.paired.reference_targets),
+                                                     device=self.device)
+        indices, distances = self._neighbors
+        rows = torch.as_tensor(cells, device=indices.device)
+        weights = neighbor_weights(distances[rows], self.architecture.weighting)
+        return weighted_neighbor_mean(indices[rows], weights, self._cache["targets"]).cpu().numpy()
 
-    def _reliability(self, prediction: np.ndarray) -> np.ndarray:
+    def _reliability(self, prediction) -> np.ndarray:
         p = self.architecture
         if not p.reliability:
             return np.full(prediction.shape[1], np.nan)

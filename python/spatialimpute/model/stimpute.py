@@ -36,6 +36,7 @@ from ..module.stimpute import (
     ReliabilityMLP,
     StImputeAE,
     StImputeGNN,
+    blend_statistics,
     final_blend,
     gnn_forward_chunked,
     gnn_loss_and_backward,
@@ -407,14 +408,18 @@ class StImpute(BaseImputer):
             self._m_step(ae, opt, y[sel], p_cells[torch.searchsorted(cells, sel)], steps=1)
 
     # ------------------------------------------------------------------ predict
-    def _gnn_predict(self, all_genes: bool = False) -> torch.Tensor:
-        """GNN predictions of the target genes (or of every graph gene) for all cells."""
+    def _gnn_predict(self, all_genes: bool = False, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """GNN predictions of the target genes (or of every graph gene) for ``cells`` (default: all)."""
         pd_ = self.paired
         out_genes = None if all_genes else torch.arange(pd_.n_features, pd_.n_features + pd_.n_targets,
                                                         device=self.device)
         chunk = self._chunk(pd_.n_features + pd_.n_targets)
+        idx = self._idx_pred if cells is None else self._idx_pred[cells]
         with torch.no_grad():
-            return gnn_forward_chunked(self._gnn.eval(), self._ref_all, self._idx_pred, self._mix_pred, chunk, out_genes)
+            if "reference_agg" not in self._cache:  # the gene mixing of the reference, once per process
+                self._cache["reference_agg"] = self._mix_pred(self._ref_all)
+            return gnn_forward_chunked(self._gnn.eval(), self._ref_all, idx, self._mix_pred, chunk, out_genes,
+                                       self._cache["reference_agg"])
 
     def _reliability_inputs(self, cols: torch.Tensor) -> torch.Tensor:
         return cols.T[:, self._rel_cells] if self._rel_cells is not None else cols.T
@@ -446,36 +451,50 @@ class StImpute(BaseImputer):
             self.log("reliability_loss", v)
         self._rel = rel.eval()
 
-    def _target_predictions(self) -> torch.Tensor:
-        nf = self.paired.n_features
-        if self._p_all is not None:
-            return self._p_all[:, nf:]
-        return self._gnn_predict()
-
-    def _predict(self) -> np.ndarray:
-        nf = self.paired.n_features
-        gnn_targets = self._target_predictions()
+    def _blend_parts(self, cells: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two parts of the final blend for ``cells``: the GNN's target predictions and the kNN mean."""
+        nf, k = self.paired.n_features, self.architecture.k
+        rows = torch.as_tensor(cells, device=self.device)
+        gnn = self._p_all[rows, nf:] if self._p_all is not None else self._gnn_predict(cells=rows)
         idx, dist = self._blend_neighbors
-        knn_mean = weighted_knn_mean(self._ref_all[:, nf:], idx, dist)
-        out = final_blend(gnn_targets, knn_mean, float(self.architecture.alpha))
-        return out.cpu().numpy().astype(np.float32)
+        chunk = max(1, int(self.schedule.memory_budget_gb * 2**30 / 4 // (k * self.paired.n_targets)))
+        return gnn, weighted_knn_mean(self._ref_all[:, nf:], idx[rows], dist[rows], chunk)
 
-    def _reliability(self, prediction: np.ndarray) -> np.ndarray:
+    def _scan_block(self, cells: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's share of the blend's global maxima (:func:`blend_statistics`)."""
+        return tuple(t.cpu() for t in blend_statistics(*self._blend_parts(cells)))
+
+    def _merge_scans(self, parts: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.stack([gmax for gmax, _ in parts]).max(),
+                torch.stack([cmax for _, cmax in parts]).max(dim=0).values)
+
+    def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
+        """``final_blend`` of the block, rescaled with the maxima over all cells (``stats``)."""
+        stats = tuple(t.to(self.device) for t in stats)
+        return final_blend(*self._blend_parts(cells), float(self.architecture.alpha), stats).cpu().numpy()
+
+    def _reliability(self, prediction) -> np.ndarray:
         arch, pd_, nf = self.architecture, self.paired, self.paired.n_features
         if not arch.reliability:
             return np.full(prediction.shape[1], np.nan)
         if arch.reliability_model == "mlp":
-            if self._p_all is None:
-                self._p_all = self._gnn_predict(all_genes=True)
+            if self._p_all is not None:
+                inputs = self._reliability_inputs(self._p_all[:, nf:])
+            else:  # only the cells the reliability model reads
+                inputs = self._gnn_predict(cells=self._rel_cells).T
             with torch.no_grad():
-                score = self._rel(self._reliability_inputs(self._p_all[:, nf:])).squeeze(1)
+                score = self._rel(inputs).squeeze(1)
             return np.clip(score.cpu().numpy().astype(np.float64), 0.0, 1.0)
         # Descriptor model: held-out panel genes and the targets are both described through
         # the joint-space kNN stand-in, so the model is applied to the kind of prediction it
         # was fitted on (re-training stImpute per internal gene fold would cost 5 fits).
         targets = np.arange(nf, nf + pd_.n_targets)
         joint = self._blend_neighbors if arch.neighbor_space == "joint" else self._joint_neighbors(arch.k)
-        stand_in = knn_average(pd_, joint, targets, "similarity", self.device)
+
+        def stand_in(cells: np.ndarray) -> np.ndarray:
+            rows = torch.as_tensor(cells, device=self.device)
+            return knn_average(pd_, (joint[0][rows], joint[1][rows]), targets, "similarity", self.device)
+
         predict_heldout = knn_heldout_predictor(pd_, k=arch.k, n_components=arch.n_components, seed=self.seed,
                                                 device=self.device)
         return reliability_from_heldout(pd_, predict_heldout, stand_in, seed=self.seed)

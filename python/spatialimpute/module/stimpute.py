@@ -127,6 +127,7 @@ def gnn_forward_chunked(
     mixing: GeneMixing,
     chunk_size: int,
     out_genes: torch.Tensor | None = None,
+    reference_agg: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """GNN predictions for all cells, chunk by chunk, gathering neighbours on the fly.
 
@@ -144,6 +145,8 @@ def gnn_forward_chunked(
         Cells per chunk.
     out_genes
         Columns of ``reference`` to predict (``None``: all).
+    reference_agg
+        ``mixing(reference)`` when the caller keeps it (computed here otherwise).
 
     Returns
     -------
@@ -153,7 +156,8 @@ def gnn_forward_chunked(
     n = idx.shape[0]
     n_out = reference.shape[1] if out_genes is None else int(out_genes.numel())
     out = torch.empty(n, n_out, device=reference.device, dtype=reference.dtype)
-    reference_agg = mixing(reference)
+    if reference_agg is None:
+        reference_agg = mixing(reference)
     for s, e in _chunks(n, chunk_size):
         out[s:e] = _run(gnn, reference, reference_agg, idx[s:e], mixing, out_genes)
     return out
@@ -238,14 +242,26 @@ def weighted_knn_mean(
     return out
 
 
-def final_blend(gnn_pred: torch.Tensor, knn_mean: torch.Tensor, alpha: float) -> torch.Tensor:
+def blend_statistics(gnn_pred: torch.Tensor, knn_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global maxima :func:`final_blend` rescales with: ``(max of gnn_pred, max of each knn_mean column)``.
+
+    Maxima of blocks of cells combine by ``max``, so the blend of a block can use the
+    statistics of all cells.
+    """
+    gmax = gnn_pred.max() if gnn_pred.numel() else gnn_pred.new_tensor(0.0)
+    return gmax, knn_mean.max(dim=0).values
+
+
+def final_blend(gnn_pred: torch.Tensor, knn_mean: torch.Tensor, alpha: float,
+                stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``alpha * GNN + (1 - alpha) * kNN-mean rescaled to the GNN's global max`` ("Prediction").
 
     Each kNN-mean column is divided by its own max and multiplied by the max over all GNN
     predictions of the target genes; an all-zero (or non-positive) column contributes 0.
+    ``stats``: :func:`blend_statistics` of all cells when ``gnn_pred`` and ``knn_mean`` are
+    a block of them (default: of the inputs themselves).
     """
-    gmax = gnn_pred.max() if gnn_pred.numel() else gnn_pred.new_tensor(0.0)
-    cmax = knn_mean.max(dim=0).values
+    gmax, cmax = blend_statistics(gnn_pred, knn_mean) if stats is None else stats
     scale = torch.where(cmax > 0, gmax / cmax.clamp_min(1e-30), torch.zeros_like(cmax))
     return alpha * gnn_pred + (1.0 - alpha) * knn_mean * scale
 
