@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -q -n 2
 .PHONY: help install demo test pytest clean
 
 help:
-	@echo "make install   Python virtualenv $(VENV) (torch==2.13.0 CPU first, numpy<2, the package editable with the test, parquet, esm, hf and spatialdata extras)"
+	@echo "make install   Python virtualenv $(VENV) (torch==2.13.0 CPU first, numpy<2, the package editable with the test, parquet, esm, hf, spatialdata and distributed extras)"
 	@echo "make demo      simulate a tissue, impute its missing genes, write demo_out/ (h5ad + PNG), print accuracy"
 	@echo "make test      install the Python and R stacks, run the R tests, build the R vignette, run pytest"
 	@echo "make r-check   R CMD check --no-manual of rpkg/ (slow; not part of make test)"
@@ -21,7 +21,7 @@ $(PYTHON):
 $(PY_STAMP): pyproject.toml | $(PYTHON)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q "numpy<2" "zarr<3" -e ".[test,parquet,esm,hf,spatialdata]"
+	$(PIP) install -q "numpy<2" "zarr<3" -e ".[test,parquet,esm,hf,spatialdata,distributed]"
 	touch $@
 
 install: $(PY_STAMP)

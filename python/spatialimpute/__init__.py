@@ -30,7 +30,8 @@ _LAZY = {
 __all__ = ["impute", "settings", "SpatialImputeInputError", "SpatialImputeWarning", "__version__", *_LAZY]
 
 
-def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int = 0, device="auto", **kwargs):
+def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int = 0, device="auto", *, out=None,
+           block_size: int | None = None, scheduler=None, dtype: str = "float32", resume: bool = False, **kwargs):
     """Impute genes the spatial panel lacks from a scRNA-seq reference, in one call.
 
     Parameters
@@ -50,6 +51,15 @@ def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int =
         Seed; the same seed on the same device gives the same numbers.
     device
         ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda[:N]"``.
+    out
+        ``None`` (result in memory) or a ``.zarr`` path: the result is written block by block
+        into an on-disk AnnData store (atomically) and returned with ``X`` as a dask array.
+        AnnData input only.
+    block_size, scheduler, dtype, resume
+        Cells per prediction block, the dask scheduler that runs the blocks (``"threads"``,
+        ``"synchronous"``, a ``distributed.Client`` or an address), ``"float32"`` or
+        ``"float16"`` values, and resuming an interrupted ``out`` store; see
+        :meth:`spatialimpute.model._base.BaseImputer.impute`.
     **kwargs
         Data options (``spatial_layer``, ``reference_layer``, ``spatial_key``, ``labels_key``,
         ``reference_labels_key``, ``library_size_key``, ``sample_key``, ``num_threads``) and
@@ -62,7 +72,8 @@ def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int =
     Returns
     -------
     anndata.AnnData or spatialdata.SpatialData
-        Spatial cells x target genes, log-normalised; ``var["reliability"]`` holds each gene's
+        Spatial cells x target genes, log-normalised (``X`` a dask array read from ``out``
+        when given); ``var["reliability"]`` holds each gene's
         predicted accuracy in [0, 1], ``uns["spatialimpute"]`` the provenance. For SpatialData
         input: a new SpatialData with that table added as ``result_key``, annotating the same
         element as the cell table (the AnnData itself with ``return_anndata=True``).
@@ -70,12 +81,16 @@ def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int =
     from .io.sdata import impute_spatialdata, is_spatialdata
     from .model.registry import get_method
 
-    def run(spatial, reference, **kwargs):
-        return get_method(method)(spatial, reference, genes=genes, seed=seed, device=device, **kwargs).impute()
+    def run(spatial, reference, out=None, **kwargs):
+        model = get_method(method)(spatial, reference, genes=genes, seed=seed, device=device, **kwargs)
+        return model.impute(out, block_size=block_size, scheduler=scheduler, dtype=dtype, resume=resume)
 
     if is_spatialdata(spatial):
+        if out is not None:
+            raise SpatialImputeInputError("out", "None for SpatialData input (the result is a new SpatialData)",
+                                          repr(str(out)), "write the returned SpatialData with its .write(path)")
         return impute_spatialdata(spatial, reference, impute_fn=run, **kwargs)
-    return run(spatial, reference, **kwargs)
+    return run(spatial, reference, out, **kwargs)
 
 
 def __getattr__(name: str):

@@ -115,16 +115,18 @@ def cmd_impute(args) -> int:
         labels_key=args.labels_key, reference_labels_key=args.reference_labels_key, num_threads=args.threads,
         case_insensitive_genes=args.case_insensitive_genes, sample_key=args.sample_key,
     )
+    blocks = dict(block_size=args.block_size, scheduler=args.scheduler, dtype=args.dtype, resume=args.resume)
+    out_of_core = out.suffix.lower() == ".zarr" and not is_spatialdata(spatial)
     if is_spatialdata(spatial):
         kwargs.update(table_key=args.table_key, return_anndata=out.suffix.lower() != ".zarr")
     start = time.perf_counter()
     result = impute(spatial, reference, method=args.method, genes=genes, seed=args.seed, device=args.device,
-                    **kwargs, **params)
+                    out=out if out_of_core else None, **blocks, **kwargs, **params)
     if out.suffix.lower() == ".rds":
         from . import rbridge
 
         rbridge.write_rds(result, sp_info, out)
-    else:
+    elif not out_of_core:
         write_result(result, out)
     table = result.tables["imputed"] if is_spatialdata(result) else result
     print(f"imputed {table.n_vars} genes for {table.n_obs} cells with {args.method} "
@@ -256,8 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-key", help="obs column naming each cell's section; cells of different sections are "
                    "never neighbours (SpatialData: the table's regions by default)")
     p.add_argument("--reference", required=True, help="scRNA-seq reference counts (.h5ad or .rds)")
-    p.add_argument("--out", required=True, help="output: .h5ad, .zarr (SpatialData with the imputed table), or .rds "
+    p.add_argument("--out", required=True, help="output: .h5ad; .zarr (SpatialData input: the SpatialData with the "
+                   "imputed table; otherwise an AnnData zarr store written block by block, out of core); or .rds "
                    "when the input is .rds")
+    p.add_argument("--block-size", type=int, help="cells per prediction block (default: about 16 million values a "
+                   "block)")
+    p.add_argument("--scheduler", help="dask scheduler of the blocks: threads (default), synchronous, or the address "
+                   "of a dask.distributed scheduler (tcp://HOST:PORT; distributed extra)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="values of the imputed matrix (default %(default)s)")
+    p.add_argument("--resume", action="store_true", help="with an AnnData .zarr --out: continue an interrupted run "
+                   "from its partial store (.NAME.partial beside it) without recomputing finished blocks")
     p.add_argument("--method", default="stimpute", help=_METHOD_HELP)
     p.add_argument("--genes", help="comma-separated genes to impute (default: every reference gene the panel lacks)")
     p.add_argument("--genes-file", help="file with one gene per line (instead of --genes)")
