@@ -1,0 +1,161 @@
+"""Atlas scale: impute every missing gene for many spatial cells, out of core (issue 16).
+
+For each size N: a simulated pair of N spatial cells x 300 panel genes and a reference of
+50,000 cells x 5,000 genes; each method imputes all 4,700 missing genes with
+``impute(out=store.zarr)`` (train once, predict in blocks, written block by block). Every
+run is a fresh Python process; the table reports wall time (construction, training and
+prediction), the peak RSS of the process and its RSS once the inputs were built, the store's
+size on disk and the time to read one gene's column back from it.
+
+The spatial cells are simulated in tiles of at most 20,000 cells from one tissue model
+(same genes and programs; each tile's counts binomially thinned with its own seed and its
+coordinates shifted), so that the simulation itself never holds N x 5,000 values.
+
+Usage::
+
+    python benchmarks/atlas_scale.py                                   # 100k, 300k, 1M cells; knn, stimpute
+    python benchmarks/atlas_scale.py --sizes 5000 --reference-cells 3000 --genes 600   # a quick check
+    python benchmarks/atlas_scale.py --sizes 100000 --cluster          # also through a 2-worker LocalCluster
+
+State the machine's load with the numbers: two cores shared with anything else give other times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+TILE = 20_000
+
+
+def simulate(n_cells: int, n_reference: int, n_genes: int, n_panel: int):
+    """``(spatial, reference)``: ``n_cells`` spatial cells in tiles of one simulated tissue."""
+    import anndata
+    import numpy as np
+
+    from spatialimpute.datasets import simulate_pair
+
+    tile = min(n_cells, TILE)
+    spatial, reference, _ = simulate_pair(n_spatial=tile, n_reference=n_reference, n_genes=n_genes,
+                                          n_panel=n_panel, seed=0)
+    counts = np.asarray(spatial.X.toarray() if hasattr(spatial.X, "toarray") else spatial.X)
+    xy = spatial.obsm["spatial"]
+    width = float(np.ptp(xy[:, 0])) * 1.05 + 1.0
+    parts = []
+    for i, start in enumerate(range(0, n_cells, tile)):
+        n = min(tile, n_cells - start)
+        rng = np.random.default_rng(i)
+        part = anndata.AnnData(X=rng.binomial(counts[:n].astype(np.int64), 0.9).astype(np.float32),
+                               var=spatial.var.copy())
+        part.obs_names = [f"cell_{start + j}" for j in range(n)]
+        part.obsm["spatial"] = xy[:n] + np.array([i * width, 0.0])
+        parts.append(part)
+    spatial = parts[0] if len(parts) == 1 else anndata.concat(parts, merge="same")
+    return spatial, reference
+
+
+def _rss_gb(peak: bool) -> float:
+    """Peak RSS (``ru_maxrss``) or the current RSS of this process, in GB."""
+    import resource
+
+    if peak:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+
+def _size_gb(path: str) -> float:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 1e9
+
+
+def run_one(n_cells: int, method: str, args) -> dict:
+    """One imputation in this process; returns its measurements."""
+    import numpy as np
+    import torch
+
+    import spatialimpute as si
+    from spatialimpute.io.zarr_store import read_lazy
+
+    torch.set_num_threads(args.threads)
+    si.settings.progress = False
+    spatial, reference = simulate(n_cells, args.reference_cells, args.genes, args.panel)
+    input_rss = _rss_gb(peak=False)
+    store = os.path.join(args.workdir, f"{method}_{n_cells}{'_cluster' if args.in_cluster else ''}.zarr")
+    cluster = client = None
+    if args.in_cluster:
+        import distributed
+
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, host="127.0.0.1")
+        client = distributed.Client(cluster)
+    start = time.perf_counter()
+    out = si.impute(spatial, reference, method=method, out=store, scheduler=client, block_size=args.block_size,
+                    dtype=args.dtype, num_threads=args.threads)
+    seconds = time.perf_counter() - start
+    prov = out.uns["spatialimpute"]
+    opened = time.perf_counter()
+    column = np.asarray(read_lazy(store).X[:, out.n_vars // 2].compute())
+    open_s = time.perf_counter() - opened
+    if client is not None:
+        client.close()
+        cluster.close()
+    return {"cells": n_cells, "method": method + (" (2-worker cluster)" if args.in_cluster else ""),
+            "genes": out.n_vars, "seconds": seconds, "train_s": prov["timings"].get("train_s", float("nan")),
+            "predict_s": prov["timings"]["predict_s"], "blocks": prov["prediction"]["n_blocks"],
+            "input_rss_gb": input_rss, "peak_rss_gb": _rss_gb(peak=True), "store_gb": _size_gb(store),
+            "column_s": open_s, "column_cells": int(column.shape[0])}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100000,300000,1000000", help="spatial cells, comma-separated")
+    parser.add_argument("--methods", default="knn,stimpute", help="methods, comma-separated")
+    parser.add_argument("--reference-cells", type=int, default=50_000)
+    parser.add_argument("--genes", type=int, default=5_000, help="reference genes")
+    parser.add_argument("--panel", type=int, default=300, help="spatial panel genes")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default %(default)s)")
+    parser.add_argument("--block-size", type=int, default=None, help="cells per block (default: the library's)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    parser.add_argument("--cluster", action="store_true", help="also run each through a 2-worker LocalCluster")
+    parser.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
+    parser.add_argument("--one", nargs=2, metavar=("CELLS", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--in-cluster", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(int(args.one[0]), args.one[1], args)))
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="atlas_scale_") as tmp:
+        workdir = args.workdir or tmp
+        for n in [int(s) for s in args.sizes.split(",")]:
+            for method in args.methods.split(","):
+                for in_cluster in ([False, True] if args.cluster else [False]):
+                    cmd = [sys.executable, __file__, "--one", str(n), method, "--reference-cells",
+                           str(args.reference_cells), "--genes", str(args.genes), "--panel", str(args.panel),
+                           "--threads", str(args.threads), "--dtype", args.dtype, "--workdir", workdir]
+                    cmd += ["--block-size", str(args.block_size)] if args.block_size else []
+                    cmd += ["--in-cluster"] if in_cluster else []
+                    done = subprocess.run(cmd, capture_output=True, text=True)
+                    if done.returncode != 0:
+                        print(f"{n} {method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+                        continue
+                    rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"| cells | method | genes | blocks | seconds (train / predict) | input RSS GB | peak RSS GB "
+          f"| store GB ({args.dtype}) | one gene's column s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['cells']:,} | {r['method']} | {r['genes']:,} | {r['blocks']} | {r['seconds']:.1f} "
+              f"({r['train_s']:.1f} / {r['predict_s']:.1f}) | {r['input_rss_gb']:.2f} | {r['peak_rss_gb']:.2f} "
+              f"| {r['store_gb']:.3f} | {r['column_s']:.3f} |")
+    print(f"\n{args.threads} torch threads; reference {args.reference_cells:,} cells x {args.genes:,} genes, "
+          f"panel {args.panel}; machine: {os.cpu_count()} cores (state its load)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
