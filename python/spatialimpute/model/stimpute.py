@@ -387,6 +387,7 @@ class StImpute(BaseImputer):
         self._mix_pred = mix_pred
         self._ref_all = ref_all
         self._p_all = None
+        self._scanned = None  # (cells, blend parts) of the last scanned block
         if arch.reliability and arch.reliability_model == "mlp":
             self._p_all = self._gnn_predict(all_genes=True)
             self._train_reliability(y)
@@ -461,8 +462,14 @@ class StImpute(BaseImputer):
         return gnn, weighted_knn_mean(self._ref_all[:, nf:], idx[rows], dist[rows], chunk)
 
     def _scan_block(self, cells: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The block's share of the blend's global maxima (:func:`blend_statistics`)."""
-        return tuple(t.cpu() for t in blend_statistics(*self._blend_parts(cells)))
+        """The block's share of the blend's global maxima (:func:`blend_statistics`).
+
+        The block's parts are kept until the block is predicted, so that data predicted in
+        one block (the usual in-memory call) runs the GNN once, not twice.
+        """
+        parts = self._blend_parts(cells)
+        self._scanned = (np.array(cells, copy=True), parts)
+        return tuple(t.cpu() for t in blend_statistics(*parts))
 
     def _merge_scans(self, parts: list) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.stack([gmax for gmax, _ in parts]).max(),
@@ -471,7 +478,12 @@ class StImpute(BaseImputer):
     def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
         """``final_blend`` of the block, rescaled with the maxima over all cells (``stats``)."""
         stats = tuple(t.to(self.device) for t in stats)
-        return final_blend(*self._blend_parts(cells), float(self.architecture.alpha), stats).cpu().numpy()
+        scanned = self._scanned
+        if scanned is not None and np.array_equal(scanned[0], cells):
+            self._scanned, parts = None, scanned[1]
+        else:
+            parts = self._blend_parts(cells)
+        return final_blend(*parts, float(self.architecture.alpha), stats).cpu().numpy()
 
     def _reliability(self, prediction) -> np.ndarray:
         arch, pd_, nf = self.architecture, self.paired, self.paired.n_features
@@ -552,6 +564,7 @@ class StImpute(BaseImputer):
         self._mix_pred = mixing.to(dev)
         self._ref_all = torch.as_tensor(pd_.reference_X, dtype=torch.float32, device=dev)
         self._p_all = None
+        self._scanned = None  # (cells, blend parts) of the last scanned block
 
     def provenance(self) -> dict:
         """Base provenance plus the embedding coverage and how training was cut into work."""
