@@ -6,12 +6,13 @@ PIP := $(PYTHON) -m pip
 PY_STAMP := $(VENV)/.spatialimpute-installed
 PYTEST_ARGS ?= -q -n 2
 
-.PHONY: help install demo test pytest clean
+.PHONY: help install demo test pytest pytest-fast clean
 
 help:
 	@echo "make install   Python virtualenv $(VENV) (torch==2.13.0 CPU first, numpy<2, the package editable with the test, parquet, esm, hf, spatialdata and distributed extras)"
 	@echo "make demo      simulate a tissue, impute its missing genes, write demo_out/ (h5ad + PNG), print accuracy"
 	@echo "make test      install the Python and R stacks, run the R tests, build the R vignette, run pytest"
+	@echo "make pytest-fast  the Python tests without those marked slow (the full suite runs in make test and CI)"
 	@echo "make r-check   R CMD check --no-manual of rpkg/ (slow; not part of make test)"
 
 $(PYTHON):
@@ -31,6 +32,9 @@ demo: install
 
 pytest: install
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+pytest-fast: install
+	$(PYTHON) -m pytest $(PYTEST_ARGS) -m "not slow"
 
 test: r-deps r-test r-vignette pytest
 

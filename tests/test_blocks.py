@@ -144,6 +144,7 @@ def test_bad_block_options_are_clear(knn, tmp_path):
         knn.impute(out=tmp_path / "x.h5ad")
 
 
+@pytest.mark.slow
 def test_distributed_cluster_writes_the_same_store(knn, stimpute, whole, tmp_path):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
