@@ -269,6 +269,7 @@ def train_stage3(
     gp_weight: float = 10.0,
     adv_weight: float = 0.1,
     inputs: torch.Tensor | None = None,
+    one_member: bool = False,
     ema_decay: float = 0.0,
     log_every: int = 1,
     generator: torch.Generator,
@@ -288,7 +289,8 @@ def train_stage3(
     updates do not depend on it.
 
     ``inputs`` (default ``images``): what both networks read in place of ``x``, as in
-    :func:`train_stage2`.
+    :func:`train_stage2`. ``one_member``: a teacher ensemble (``G2.members``) answers each update with one of its
+    members drawn at random (in expectation the ensemble's mean, at the cost of one member).
 
     ``ema_decay`` > 0: ``G3`` ends with the exponential moving average of its parameters
     over the updates, ``a <- ema_decay a + (1 - ema_decay) theta`` from its initial ones,
@@ -313,18 +315,24 @@ def train_stage3(
         x = images[idx]
         return x, (x if inputs is None else inputs[idx]), g.expand_as(x), onehot[idx], coords[idx], _rand_like(x, generator)
 
+    members = list(G2.members) if one_member else [G2]
+
+    def teacher(x, x_in, gm, u, y):
+        net = members[int(torch.randint(len(members), (1,), generator=generator))] if len(members) > 1 else members[0]
+        with torch.no_grad():
+            return gm * x + (1 - gm) * net(x_in, gm, u, y)
+
     def critic_loss_(batch):
         x, x_in, gm, y, c, u = batch
         with torch.no_grad():
             o = G3(x_in, gm, u, y, c)
-            t = gm * x + (1 - gm) * G2(x_in, gm, u, y)
+        t = teacher(x, x_in, gm, u, y)
         return critic_loss(lambda im: D3(im, y, c), o, t, gp_weight=gp_weight, generator=generator)
 
     def student_loss(batch):
         x, x_in, gm, y, c, u = batch
         o = G3(x_in, gm, u, y, c)
-        with torch.no_grad():
-            t2 = gm * x + (1 - gm) * G2(x_in, gm, _rand_like(x, generator), y)
+        t2 = teacher(x, x_in, gm, _rand_like(x, generator), y)
         loss = F.mse_loss(o, t2)
         logged = loss.detach()
         if D3 is not None:

@@ -44,7 +44,9 @@ class STGNETArchitecture(Config):
     ``inference_noise`` (``"uniform"`` as in training, or ``"normal"``), ``bn_inference``
     (``"running_stats"``, or ``"batch_stats"`` of consecutive batches), ``refine`` (run
     stage 5), ``spatial_degree`` (mean degree of its radius graph), ``feature_k`` (its
-    expression kNN graph), ``reliability`` (per-gene reliability scores; NaN otherwise).
+    expression kNN graph), ``reliability`` (per-gene reliability scores; NaN otherwise),
+    ``reliability_cells`` (the spatial cells they are estimated on: a random sample of at
+    most this many; ``None``: up to 20,000).
     """
 
     g1_channels: tuple = integer_list((32, 16))
@@ -73,6 +75,7 @@ class STGNETArchitecture(Config):
     feature_k: int = integer(5, minimum=1)
     s5_hidden: tuple = integer_list((128, 64))
     reliability: bool = boolean(True)
+    reliability_cells: int | None = integer(3000, minimum=10, optional=True)
 
     def _check_together(self) -> None:
         if len(self.s5_hidden) != 2:
@@ -87,9 +90,11 @@ class STGNETSchedule(Config):
     Length of the GAN stages: each runs ``sN_steps`` mini-batches of ``batch_size`` cells
     (a fixed budget, whatever the number of cells), or, with ``sN_steps=None``,
     ``sN_epochs`` passes over its cells (the original); exactly one of the two is set.
-    ``reference_cells``: stages 1-2 train on a random sample of at most this many
-    reference cells (``None``: all of them). ``s2_panel_steps``: mini-batches of the
-    teachers' fine-tuning with the spatial panel as their mask (0: none).
+    ``image_budget``: with step budgets, images of more pixels than this (panels of more
+    genes) get proportionally fewer steps, so that a stage's work stays bounded as the panel
+    grows (``None``: no scaling). ``reference_cells``: stages 1-2 train on a random sample
+    of at most this many reference cells (``None``: all of them). ``s2_panel_steps``:
+    mini-batches of the teachers' fine-tuning with the spatial panel as their mask (0: none).
 
     Optimisation: ``s1_lr`` / ``s2_lr`` / ``s3_lr`` (Adam), ``adversarial`` (train the
     critics and add ``adv_weight`` times their term; stage 3's critic sends no gradient to
@@ -102,7 +107,9 @@ class STGNETSchedule(Config):
     share of genes the spatial data lacks, within [0.2, 0.9]), ``s2_target_neighbors``
     (regress onto each reference cell's mean over this many nearest reference cells).
 
-    Stage 3: ``s3_init`` (``"teacher"``: the student starts as a copy of teacher member 0;
+    Stage 3: ``s3_targets`` (what the student regresses onto where genes are hidden, at
+    every update with fresh noise: ``"teacher_sampled"``, a pass of the whole teacher
+    ensemble; ``"teacher_member"``, of one of its members drawn at random), ``s3_init`` (``"teacher"``: the student starts as a copy of teacher member 0;
     ``"random"``), ``s3_ema_decay`` (the student is the moving average of its iterates;
     0 = the last iterate).
 
@@ -116,13 +123,14 @@ class STGNETSchedule(Config):
     """
 
     batch_size: int = integer(100, minimum=1)
-    s1_steps: int | None = integer(500, minimum=0, optional=True)
-    s2_steps: int | None = integer(500, minimum=0, optional=True)
-    s3_steps: int | None = integer(500, minimum=0, optional=True)
+    s1_steps: int | None = integer(450, minimum=0, optional=True)
+    s2_steps: int | None = integer(450, minimum=0, optional=True)
+    s3_steps: int | None = integer(250, minimum=0, optional=True)
     s1_epochs: int | None = integer(None, minimum=0, optional=True)
     s2_epochs: int | None = integer(None, minimum=0, optional=True)
     s3_epochs: int | None = integer(None, minimum=0, optional=True)
     reference_cells: int | None = integer(10_000, minimum=2, optional=True)
+    image_budget: int | None = integer(512, minimum=1, optional=True)
     s2_panel_steps: int = integer(150, minimum=0)
     s1_lr: float = number(1e-3, minimum=0.0, inclusive=False)
     s2_lr: float = number(1e-3, minimum=0.0, inclusive=False)
@@ -135,6 +143,7 @@ class STGNETSchedule(Config):
     s2_masks: str = choice("genes", ("genes", "zeros"))
     s2_mask_fraction: float | None = number(None, minimum=0.0, maximum=1.0, inclusive=False, optional=True)
     s2_target_neighbors: int = integer(15, minimum=1)
+    s3_targets: str = choice("teacher_member", ("teacher_member", "teacher_sampled"))
     s3_init: str = choice("teacher", ("teacher", "random"))
     s3_ema_decay: float = number(0.99, minimum=0.0, maximum=1.0)
     s5_epochs: int = integer(101, minimum=0)
@@ -161,12 +170,15 @@ class STGNETSchedule(Config):
             raise SpatialImputeInputError("s3_ema_decay", "a number in [0, 1)", repr(self.s3_ema_decay),
                                           "pass e.g. s3_ema_decay=0.99, or 0 for the last iterate")
 
-    def length(self, stage: str, n_rows: int) -> int:
-        """Mini-batches of GAN stage ``stage`` (``"s1"``, ``"s2"``, ``"s3"``) over ``n_rows`` cells."""
+    def length(self, stage: str, n_rows: int, pixels: int = 1) -> int:
+        """Mini-batches of GAN stage ``stage`` (``"s1"``, ``"s2"``, ``"s3"``, ``"s2_panel"``)
+        over ``n_rows`` cells whose images have ``pixels`` pixels."""
         steps = getattr(self, f"{stage}_steps")
-        if steps is not None:
-            return int(steps)
-        return int(getattr(self, f"{stage}_epochs")) * batches_per_epoch(n_rows, self.batch_size)
+        if steps is None:
+            return int(getattr(self, f"{stage}_epochs")) * batches_per_epoch(n_rows, self.batch_size)
+        if self.image_budget is not None and pixels > self.image_budget:
+            return -(-int(steps) * self.image_budget // pixels)
+        return int(steps)
 
 
 def batches_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -201,10 +213,12 @@ PRESETS: dict[str, dict] = {
         "inference_noise": "normal",
         "bn_inference": "batch_stats",
         "refine": True,
+        "reliability_cells": None,
         # schedule: 500 epochs per GAN stage, batches of 100
         "s1_steps": None, "s2_steps": None, "s3_steps": None,
         "s1_epochs": 500, "s2_epochs": 500, "s3_epochs": 500,
         "reference_cells": None,
+        "image_budget": None,
         "s2_panel_steps": 0,
         "s1_lr": 1e-4,
         "s2_lr": 1e-5,
@@ -214,6 +228,7 @@ PRESETS: dict[str, dict] = {
         "s3_update_every": 5,
         "s2_masks": "zeros",
         "s2_target_neighbors": 1,
+        "s3_targets": "teacher_sampled",
         "s3_init": "random",
         "s3_ema_decay": 0.0,
     },

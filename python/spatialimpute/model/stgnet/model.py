@@ -181,14 +181,14 @@ class STGNET(BaseImputer):
         hist = {}
         if self.G1 is not None:
             D1 = self._build_critic("d1") if sched.adversarial else None
-            h1 = S.train_stage1(self.G1, D1, images, onehot, steps=sched.length("s1", n), lr=sched.s1_lr,
+            h1 = S.train_stage1(self.G1, D1, images, onehot, steps=sched.length("s1", n, self._pixels), lr=sched.s1_lr,
                                 generator=self._gen("s1"), **common)
             hist.update({f"s1_{k}": v for k, v in h1.items()})
         runs = []
         for i, member in enumerate(self.G2.members):
             suffix = "" if i == 0 else f"_{i}"
             critic = self._build_critic(f"d2{suffix}") if sched.adversarial else None
-            runs.append(S.train_stage2(member, critic, self.G1, images, onehot, steps=sched.length("s2", n),
+            runs.append(S.train_stage2(member, critic, self.G1, images, onehot, steps=sched.length("s2", n, self._pixels),
                                        lr=sched.s2_lr, masks=sched.s2_masks, n_genes=self._data.n_genes,
                                        mask_fraction=sched.s2_mask_fraction, inputs=inputs, targets=targets,
                                        generator=self._gen(f"s2{suffix}"), **common))
@@ -210,7 +210,8 @@ class STGNET(BaseImputer):
         self.G2_general = copy.deepcopy(self.G2)
         images, inputs, onehot, targets = tensors
         observed = self._gene_mask_image(self._data.feature_pos)
-        runs = [S.train_stage2(member, None, None, images, onehot, steps=sched.s2_panel_steps,
+        steps = sched.length("s2_panel", images.shape[0], self._pixels)
+        runs = [S.train_stage2(member, None, None, images, onehot, steps=steps,
                                batch_size=sched.batch_size, lr=sched.s2_lr, masks="genes", n_genes=self._data.n_genes,
                                mask_fraction=0.0, inputs=inputs, targets=targets, observed=observed,
                                log_every=batches_per_epoch(images.shape[0], sched.batch_size),
@@ -252,9 +253,10 @@ class STGNET(BaseImputer):
             G3.init_from_teacher(self.G2.members[0])
         D3 = self._build_critic(f"d3{tag}", n_coords=coords.shape[1]) if sched.adversarial else None
         n = images.shape[0]
-        hist = S.train_stage3(G3, self.G2, images, gm, onehot, coords, steps=sched.length("s3", n),
+        hist = S.train_stage3(G3, self.G2, images, gm, onehot, coords, steps=sched.length("s3", n, self._pixels),
                               batch_size=sched.batch_size, update_every=sched.s3_update_every, lr=sched.s3_lr, D3=D3,
                               gp_weight=sched.gp_weight, adv_weight=sched.adv_weight, inputs=inputs,
+                              one_member=sched.s3_targets == "teacher_member",
                               ema_decay=sched.s3_ema_decay, log_every=batches_per_epoch(n, sched.batch_size),
                               generator=self._gen(f"s3{tag}"), progress=progress)
         self.history.update({f"s3_{k}": v for k, v in hist.items()})
@@ -315,6 +317,7 @@ class STGNET(BaseImputer):
     def _setup(self) -> None:
         self._check_sizes()
         self._data = prepare(self.paired, self.architecture)
+        self._pixels = self._data.side ** 2
 
     def _fit(self) -> None:
         clock = _Clock(self.timings)
@@ -381,7 +384,9 @@ class STGNET(BaseImputer):
             return np.full(prediction.shape[1], np.nan)
         from ...reliability import reliability_from_heldout
 
-        return reliability_from_heldout(self.paired, self._predict_heldout, self._reliability_targets, seed=self.seed)
+        cells = self.architecture.reliability_cells
+        return reliability_from_heldout(self.paired, self._predict_heldout, self._reliability_targets, seed=self.seed,
+                                        **({} if cells is None else {"max_cells": cells}))
 
     def provenance(self) -> dict:
         prov = super().provenance()
