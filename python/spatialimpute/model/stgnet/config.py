@@ -130,7 +130,7 @@ class STGNETSchedule(Config):
     s2_epochs: int | None = integer(None, minimum=0, optional=True)
     s3_epochs: int | None = integer(None, minimum=0, optional=True)
     reference_cells: int | None = integer(10_000, minimum=2, optional=True)
-    image_budget: int | None = integer(512, minimum=1, optional=True)
+    image_budget: int | None = integer(256, minimum=1, optional=True)
     s2_panel_steps: int = integer(150, minimum=0)
     s1_lr: float = number(1e-3, minimum=0.0, inclusive=False)
     s2_lr: float = number(1e-3, minimum=0.0, inclusive=False)
