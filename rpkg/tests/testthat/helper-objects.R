@@ -105,7 +105,9 @@ core_methods <- function() {
     for (m in methods) {
         cls <- tryCatch(reg$get_method(m), error = function(e) NULL)
         if (is.null(cls)) next
-        defaults <- tryCatch(cls$default_params(), error = function(e) list())
+        # Every option of the method's two configurations, with its default value.
+        defaults <- tryCatch(c(cls$Architecture()$to_dict(), cls$Schedule()$to_dict()),
+                             error = function(e) list())
         out[[m]] <- fast_params(defaults)
     }
     out
@@ -119,7 +121,7 @@ fast_params <- function(defaults) {
         ae_epochs = 2L, ae_steps = 2L, em_rounds = 1L, gnn_steps = 5L, reliability_steps = 5L,
         k = 15L,
         # stgnet: a tiny but complete schedule (every stage runs)
-        s1_epochs = 1L, s2_epochs = 1L, s3_epochs = 1L, min_steps = 5L, s2_panel_steps = 5L, batch_size = 50L,
+        s1_steps = 5L, s2_steps = 5L, s3_steps = 5L, s2_panel_steps = 5L, batch_size = 50L,
         s5_epochs = 10L, g1_channels = c(8L, 4L), unet_ngf = 4L, unet_levels = 2L,
         unet_map = 8L, critic_map = 8L, s5_hidden = c(32L, 16L))
     fast <- known[intersect(names(known), names(defaults))]
