@@ -94,3 +94,16 @@ def test_impute_with_sections_keeps_cell_order():
     np.testing.assert_array_equal(out.obsm["spatial"], shuffled.obsm["spatial"])
     assert (shuffled.obs["section"] == before.obs["section"]).all()  # input untouched
     assert np.isfinite(out.X).all()
+
+
+def test_saved_model_refuses_other_sections(tmp_path):
+    from spatialimpute import SpatialImputeInputError
+    from spatialimpute.model.knn import KNNImpute
+
+    spatial, reference, _ = _two_sections()
+    KNNImpute(spatial, reference, k=10, sample_key="section", device="cpu").train().save(tmp_path / "m")
+    assert KNNImpute.load(tmp_path / "m", spatial, reference, device="cpu").impute().n_obs == spatial.n_obs
+    moved = spatial.copy()
+    moved.obs["section"] = np.where(np.arange(moved.n_obs) < 10, "slice_b", moved.obs["section"])
+    with pytest.raises(SpatialImputeInputError, match="sample ids"):
+        KNNImpute.load(tmp_path / "m", moved, reference, device="cpu")

@@ -356,7 +356,7 @@ class BaseImputer:
     def _data_fingerprint(self) -> dict[str, np.ndarray]:
         p = self.paired
         return {"coords": p.coords, "spatial_library_size": p.spatial_library_size,
-                "reference_library_size": p.reference_library_size}
+                "reference_library_size": p.reference_library_size, "sample_ids": p.sample_ids}
 
     @classmethod
     def load(cls, path, spatial, reference, *, device="auto", num_threads: int | None = None):
