@@ -25,15 +25,19 @@ SPE_APT_PACKAGES := r-bioc-biocfilecache r-cran-rjson r-cran-magick r-bioc-dropl
 
 r-deps: r-apt r-py r-spe
 
-r-apt:
-	@missing=""; for p in $(R_APT_PACKAGES); do \
+# $(call apt_install,NAME,PACKAGES): apt-get install those of PACKAGES not installed yet
+# (one shell command; NAME prefixes its messages).
+apt_install = missing=""; for p in $(2); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-		echo "r-deps: apt-get install$$missing"; \
+		echo "$(1): apt-get install$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "r-deps: R stack already installed"; fi
+	else echo "$(1): Debian packages already installed"; fi
+
+r-apt:
+	@$(call apt_install,r-deps,$(R_APT_PACKAGES))
 
 r-spe: r-apt
 	@if [ ! -f $(SPE_TARBALL) ]; then \
@@ -41,14 +45,7 @@ r-spe: r-apt
 	elif Rscript -e 'quit(status = !requireNamespace("SpatialExperiment", quietly = TRUE))' 2>/dev/null; then \
 		echo "r-spe: SpatialExperiment already installed"; \
 	else \
-		missing=""; for p in $(SPE_APT_PACKAGES); do \
-			dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-		done; \
-		if [ -n "$$missing" ]; then \
-			echo "r-spe: apt-get install$$missing"; \
-			$(SUDO) apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-		fi && \
+		{ $(call apt_install,r-spe,$(SPE_APT_PACKAGES)); } && \
 		$(SUDO) R CMD INSTALL --no-build-vignettes $(SPE_TARBALL); \
 	fi
 
