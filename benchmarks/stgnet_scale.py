@@ -69,7 +69,6 @@ def calls(args) -> None:
 
 
 def stages45(args) -> None:
-    import numpy as np
     import torch
 
     import spatialimpute as si

@@ -7,7 +7,6 @@ never modified. Examples are few and deadlines off, so the file runs in seconds.
 from __future__ import annotations
 
 import json
-import warnings
 
 import anndata
 import numpy as np

@@ -115,7 +115,7 @@ def test_embedding_table_covering_no_gene_is_rejected(sim):
 
 
 def test_tiny_esm2_source_end_to_end(sim, tmp_path):
-    esm = pytest.importorskip("esm")
+    pytest.importorskip("esm")
     from esm.model.esm2 import ESM2
 
     spatial, reference, truth = sim
