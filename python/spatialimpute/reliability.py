@@ -98,10 +98,11 @@ class GeneReliability:
         self._coef = np.linalg.solve(gram, Z.T @ (y - self._intercept))
         return self
 
-    def predict(self, descriptors: np.ndarray) -> np.ndarray:
-        """Predicted accuracy clipped to [0, 1]."""
+    def predict(self, descriptors: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Predicted accuracy, clipped to [0, 1] unless ``clip=False``."""
         Z = (np.asarray(descriptors, dtype=np.float64) - self._center) / self._scale
-        return np.clip(Z @ self._coef + self._intercept, 0.0, 1.0)
+        raw = Z @ self._coef + self._intercept
+        return np.clip(raw, 0.0, 1.0) if clip else raw
 
 
 def _gene_folds(n_genes: int, n_folds: int, rng: np.random.Generator) -> list[np.ndarray]:

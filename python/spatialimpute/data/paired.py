@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,3 +109,31 @@ class PairedData:
         if self.reference_labels is None:
             return None
         return list(self.reference_labels.categories)
+
+    def subset_cells(self, cells: np.ndarray) -> "PairedData":
+        """The same genes and reference for the spatial cells ``cells`` (indices, in that order)."""
+        cells = np.asarray(cells, dtype=np.int64)
+        labels = self.spatial_labels
+        return dataclasses.replace(
+            self, cell_names=self.cell_names[cells], spatial_X=self.spatial_X[cells],
+            spatial_counts=self.spatial_counts[cells], spatial_library_size=self.spatial_library_size[cells],
+            coords=self.coords[cells], sample_ids=self.sample_ids[cells],
+            spatial_labels=None if labels is None else labels[cells],
+        )
+
+    def hold_out_features(self, heldout: np.ndarray) -> "PairedData":
+        """The panel genes ``heldout`` (feature columns) hidden and made the only targets.
+
+        What a method sees in one fold of an inner cross-validation: the other panel genes
+        as input, the hidden ones to predict (their measurement stays out of the inputs).
+        """
+        heldout = np.unique(np.asarray(heldout, dtype=np.int64))
+        train = np.setdiff1d(np.arange(self.n_features), heldout)
+        columns = np.concatenate([train, heldout])
+        return dataclasses.replace(
+            self, feature_genes=[self.feature_genes[i] for i in train],
+            target_genes=[self.feature_genes[i] for i in heldout],
+            spatial_X=self.spatial_X[:, train], spatial_counts=self.spatial_counts[:, train],
+            reference_X=self.reference_X[:, columns], reference_counts=self.reference_counts[:, columns],
+            target_in_panel=np.ones(heldout.size, dtype=bool),
+        )

@@ -59,7 +59,8 @@ class BlockStore:
         Keep the blocks of a partial store of the same run (otherwise start afresh).
     """
 
-    def __init__(self, path, shape: tuple[int, int], block_size: int, dtype: str, identity: str, resume: bool):
+    def __init__(self, path, shape: tuple[int, int], block_size: int, dtype: str, identity: str, resume: bool,
+                 layers: tuple[str, ...] = ()):
         import zarr
 
         self.path = Path(path)
@@ -67,6 +68,7 @@ class BlockStore:
         self.shape = tuple(int(s) for s in shape)
         self.block_size = int(block_size)
         self.n_blocks = -(-self.shape[0] // self.block_size)
+        self.layers = tuple(layers)
         if self.tmp.exists() and resume:
             root = zarr.open_group(str(self.tmp), mode="r")
             if root.attrs.get(_PARTIAL) != identity or _DONE not in root:
@@ -80,9 +82,12 @@ class BlockStore:
             shutil.rmtree(self.tmp)
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
         root = zarr.open_group(str(self.tmp), mode="w")
-        x = root.create_dataset("X", shape=self.shape, chunks=(self.block_size, min(GENE_CHUNK, max(1, self.shape[1]))),
-                                dtype=dtype)
-        x.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+        for name in self._matrices():
+            x = root.create_dataset(name, shape=self.shape,
+                                    chunks=(self.block_size, min(GENE_CHUNK, max(1, self.shape[1]))), dtype=dtype)
+            x.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+        if self.layers:
+            root["layers"].attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
         root.create_dataset(_DONE, shape=(self.n_blocks,), chunks=(1,), dtype=bool, fill_value=False)
         root.attrs[_PARTIAL] = identity
 
@@ -92,13 +97,18 @@ class BlockStore:
 
         return zarr.open_array(str(self.tmp / _DONE), mode="r")[:]
 
-    def write(self, block: int, rows: np.ndarray) -> None:
-        """Write the rows of ``block`` into ``X``, then mark it finished."""
+    def _matrices(self) -> list[str]:
+        """Paths of the cells x genes arrays in the store: ``X`` and ``layers/NAME``."""
+        return ["X", *(f"layers/{name}" for name in self.layers)]
+
+    def write(self, block: int, rows: dict[str, np.ndarray]) -> None:
+        """Write the rows of ``block`` into ``X`` and the layers, then mark it finished."""
         import zarr
 
         start = block * self.block_size
-        x = zarr.open_array(str(self.tmp / "X"), mode="r+")
-        x[start:start + rows.shape[0]] = rows.astype(x.dtype, copy=False)
+        for path, name in zip(self._matrices(), ("X", *self.layers)):
+            x = zarr.open_array(str(self.tmp / path), mode="r+")
+            x[start:start + rows[name].shape[0]] = rows[name].astype(x.dtype, copy=False)
         zarr.open_array(str(self.tmp / _DONE), mode="r+")[block] = True
 
     def finish(self, obs, var, obsm: dict, uns: dict) -> Path:
@@ -112,7 +122,8 @@ class BlockStore:
         del root.attrs[_PARTIAL]
         for key, value in (("obs", obs), ("var", var), ("obsm", obsm), ("uns", uns), ("layers", {}),
                            ("obsp", {}), ("varm", {}), ("varp", {})):
-            _write_elem(root, key, value)
+            if not (key == "layers" and self.layers):
+                _write_elem(root, key, value)
         root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
         zarr.consolidate_metadata(str(self.tmp))
         replace_path(self.tmp, self.path)
@@ -128,7 +139,9 @@ def read_lazy(path):
     root = zarr.open_group(str(path), mode="r")
     parts = {key: _read_elem(root[key]) for key in ("obs", "var", "obsm", "uns") if key in root}
     x = root["X"]
-    return anndata.AnnData(X=da.from_array(x, chunks=x.chunks), **parts)
+    layers = {name: da.from_array(array, chunks=array.chunks) for name, array in root["layers"].arrays()} \
+        if "layers" in root else {}
+    return anndata.AnnData(X=da.from_array(x, chunks=x.chunks), layers=layers, **parts)
 
 
 def _write_elem(group, key, value) -> None:

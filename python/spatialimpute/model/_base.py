@@ -18,6 +18,7 @@ from .._settings import apply_num_threads, resolve_device, seed_everything
 from .._validation import (
     SpatialImputeInputError, check_anndata, check_bool, check_choice, check_int, prepare_pair,
 )
+from ..data.paired import PairedData
 from ._config import CONFIG_VERSION, Config, split_options
 
 _STATE_FILE = "state.safetensors"
@@ -100,21 +101,44 @@ class BaseImputer:
                  library_size_key=None, sample_key=None, case_insensitive_genes: bool = False,
                  num_threads: int | None = None, preset: str | None = None,
                  **options):
-        self.seed = check_int(seed, "seed", minimum=0)
-        self.device = resolve_device(device)
-        self.num_threads = None if num_threads is None else check_int(num_threads, "num_threads", minimum=1)
-        self.data_kwargs = dict(
+        data_kwargs = dict(
             spatial_layer=spatial_layer, reference_layer=reference_layer, spatial_key=spatial_key,
             labels_key=labels_key, reference_labels_key=reference_labels_key, library_size_key=library_size_key,
             sample_key=sample_key, case_insensitive_genes=case_insensitive_genes,
         )
+        self._configure(seed, device, num_threads, preset, options, data_kwargs)
+        self.paired = prepare_pair(spatial, reference, genes, **self.data_kwargs)
+        self._spatial_obs = spatial.obs.copy()
+        self._reference_names = [str(name) for name in reference.obs_names]
+
+    @classmethod
+    def from_paired(cls, paired: PairedData, *, seed: int = 0, device="auto", num_threads: int | None = None,
+                    preset: str | None = None, **options):
+        """A model of data already aligned by :func:`~spatialimpute._validation.prepare_pair`.
+
+        What an ensemble uses to train its members on the folds of its inner
+        cross-validation (:meth:`PairedData.hold_out_features`) without re-reading AnnData.
+        """
+        model = cls.__new__(cls)
+        model._configure(seed, device, num_threads, preset, options, {
+            "spatial_layer": None, "reference_layer": None, "spatial_key": "spatial", "labels_key": None,
+            "reference_labels_key": None, "library_size_key": None, "sample_key": None,
+            "case_insensitive_genes": False})
+        model.paired = paired
+        model._spatial_obs = pd.DataFrame(index=paired.cell_names)
+        model._reference_names = [str(i) for i in range(paired.n_reference)]
+        return model
+
+    def _configure(self, seed, device, num_threads, preset, options: dict, data_kwargs: dict) -> None:
+        """Check the settings, resolve the preset and options into the two configs, start untrained."""
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.device = resolve_device(device)
+        self.num_threads = None if num_threads is None else check_int(num_threads, "num_threads", minimum=1)
+        self.data_kwargs = data_kwargs
         self.preset = check_choice(next(iter(self.presets)) if preset is None else preset, "preset", list(self.presets))
         arch_options, schedule_options = split_options(options, (self.Architecture, self.Schedule), self.method_name)
         self.architecture = self.Architecture.from_options(self.presets[self.preset], arch_options)
         self.schedule = self.Schedule.from_options(self.presets[self.preset], schedule_options)
-        self.paired = prepare_pair(spatial, reference, genes, **self.data_kwargs)
-        self._spatial_obs = spatial.obs.copy()
-        self._reference_names = [str(name) for name in reference.obs_names]
         self._output_order: np.ndarray | None = None  # rows of a loaded model's results, in the caller's order
         self.history: dict[str, list[float]] = {}
         self.timings: dict[str, float] = {}
@@ -129,8 +153,11 @@ class BaseImputer:
         """All cells at once, ``(n_cells, n_targets)``: for methods without :meth:`_predict_block`."""
         raise NotImplementedError
 
-    def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
+    def _predict_block(self, cells: np.ndarray, stats):
         """Rows of the target genes for the spatial cells ``cells`` (indices, model order).
+
+        Returns an array, or for a model with :meth:`_output_layers` a dict with ``"X"`` and
+        one array of the same shape per layer.
 
         ``stats`` is what :meth:`_merge_scans` made of the blocks' :meth:`_scan_block`
         (``None`` for methods without global statistics). The default predicts all cells at
@@ -142,6 +169,10 @@ class BaseImputer:
                 self._cache["whole"] = np.asarray(self._predict(), dtype=np.float32)
         return self._cache["whole"][cells]
 
+    def _output_layers(self) -> tuple[str, ...]:
+        """Names of the per-cell, per-gene layers :meth:`_predict_block` returns beside ``X`` (default none)."""
+        return ()
+
     def _scan_block(self, cells: np.ndarray):
         """Partial global statistics of a block that every block's prediction needs (default: none)."""
         return None
@@ -150,8 +181,11 @@ class BaseImputer:
         """Combine the blocks' :meth:`_scan_block` results into the ``stats`` of :meth:`_predict_block`."""
         return None
 
-    def _reliability(self, prediction: PredictionRows) -> np.ndarray:
-        """Reliability per target gene, ``(n_targets,)`` in [0, 1]; ``prediction(cells)`` gives rows on demand."""
+    def _reliability(self, prediction: PredictionRows):
+        """Reliability per target gene, ``(n_targets,)`` in [0, 1]; ``prediction(cells)`` gives rows on demand.
+
+        May return a dict of per-gene columns for ``var`` instead, with ``"reliability"`` among them.
+        """
         raise NotImplementedError
 
     def _state_dict(self) -> dict:
@@ -241,9 +275,11 @@ class BaseImputer:
                 self._cache["stats"] = self._merge_scans(runner.scan(blocks)) if self._has_scan() else None
             stats = self._cache["stats"]
             if out is None:
-                X = np.empty((n, g), dtype=dtype)
+                matrices = {name: np.empty((n, g), dtype=dtype) for name in ("X", *self._output_layers())}
                 for i, rows in runner.predict(blocks, list(range(len(blocks))), stats, None):
-                    X[i * block_size:i * block_size + rows.shape[0]] = rows
+                    for name, values in rows.items():
+                        matrices[name][i * block_size:i * block_size + values.shape[0]] = values
+                X = matrices.pop("X")
                 rows_of = np.empty(n, dtype=np.int64)
                 rows_of[order] = np.arange(n)
                 prediction = PredictionRows((n, g), lambda cells: X[rows_of[cells]].astype(np.float32))
@@ -253,20 +289,23 @@ class BaseImputer:
                                        seed=self.seed, features=self.paired.feature_genes,
                                        targets=self.paired.target_genes, cells=cells, block_size=block_size,
                                        dtype=dtype, device=str(self.device))
-                store = BlockStore(out, (n, g), block_size, dtype, identity, resume)
+                store = BlockStore(out, (n, g), block_size, dtype, identity, resume, layers=self._output_layers())
                 todo = np.flatnonzero(~store.done()).tolist()
                 for _ in runner.predict(blocks, todo, stats, store):
                     pass
                 prediction = PredictionRows((n, g), lambda cells: np.concatenate(
-                    [self._block_rows(cells[s:s + block_size], stats) for s in range(0, len(cells), block_size)]))
+                    [self._block_rows(cells[s:s + block_size], stats)["X"] for s in range(0, len(cells), block_size)]))
             scheduler_name = runner.scheduler
         self.timings["predict_s"] = time.perf_counter() - start
         start = time.perf_counter()
         with torch.no_grad():
-            reliability = np.clip(np.asarray(self._reliability(prediction), dtype=np.float64), 0.0, 1.0)
+            columns = self._reliability(prediction)
+        columns = dict(columns) if isinstance(columns, dict) else {"reliability": columns}
+        columns["reliability"] = np.clip(np.asarray(columns["reliability"], dtype=np.float64), 0.0, 1.0)
         self.timings["reliability_s"] = time.perf_counter() - start
         var = pd.DataFrame(
-            {"reliability": reliability, "in_panel": self.paired.target_in_panel},
+            {"reliability": columns.pop("reliability"), "in_panel": self.paired.target_in_panel,
+             **{k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}},
             index=pd.Index(self.paired.target_genes, name=None),
         )
         obs = self._spatial_obs.copy()
@@ -277,19 +316,26 @@ class BaseImputer:
         uns["spatialimpute"]["prediction"] = {"block_size": block_size, "n_blocks": len(blocks),
                                               "scheduler": scheduler_name, "dtype": dtype}
         if out is None:
-            return anndata.AnnData(X=X, obs=obs, var=var, obsm=obsm, uns=uns)
+            return anndata.AnnData(X=X, obs=obs, var=var, obsm=obsm, uns=uns, layers=matrices)
         store.finish(obs, var, obsm, uns)
         return read_lazy(out)
 
     def _has_scan(self) -> bool:
         return type(self)._scan_block is not BaseImputer._scan_block
 
-    def _block_rows(self, cells: np.ndarray, stats) -> np.ndarray:
-        """:meth:`_predict_block` as float32, its shape checked."""
-        rows = np.asarray(self._predict_block(cells, stats), dtype=np.float32)
+    def _block_rows(self, cells: np.ndarray, stats) -> dict[str, np.ndarray]:
+        """:meth:`_predict_block` as a dict of float32 matrices (``"X"`` and the layers), shapes checked."""
+        rows = self._predict_block(cells, stats)
+        rows = dict(rows) if isinstance(rows, dict) else {"X": rows}
         expected = (len(cells), self.paired.n_targets)
-        if rows.shape != expected:
-            raise RuntimeError(f"{type(self).__name__}._predict_block returned shape {rows.shape}, expected {expected}")
+        if set(rows) != {"X", *self._output_layers()}:
+            raise RuntimeError(f"{type(self).__name__}._predict_block returned {sorted(rows)}, "
+                               f"expected X and the layers {list(self._output_layers())}")
+        for name, values in rows.items():
+            rows[name] = np.asarray(values, dtype=np.float32)
+            if rows[name].shape != expected:
+                raise RuntimeError(f"{type(self).__name__}._predict_block returned shape {rows[name].shape} "
+                                   f"for {name}, expected {expected}")
         return rows
 
     def __getstate__(self) -> dict:

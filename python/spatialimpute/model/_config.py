@@ -34,6 +34,7 @@ __all__ = [
     "Config",
     "boolean",
     "choice",
+    "choice_list",
     "integer",
     "integer_list",
     "number",
@@ -89,6 +90,22 @@ def integer_list(default: Sequence[int], *, minimum: int = 1) -> Any:
             raise SpatialImputeInputError(name, "a non-empty list of integers", repr(value),
                                           f"pass e.g. {name}={list(default)}")
         return tuple(check_int(v, f"{name}[{i}]", minimum=minimum) for i, v in enumerate(value))
+
+    return dataclasses.field(default=tuple(default), metadata={"check": check})
+
+
+def choice_list(default: Sequence[str], choices: Sequence[str]) -> Any:
+    """A non-empty sequence of distinct strings from a fixed set (stored as a tuple), e.g. ensemble members."""
+    options = list(choices)
+
+    def check(value, name):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+            raise SpatialImputeInputError(name, f"a non-empty list of names among {options}", repr(value),
+                                          f"pass e.g. {name}={list(default)}")
+        values = tuple(check_choice(v, f"{name}[{i}]", options) for i, v in enumerate(value))
+        if len(set(values)) != len(values):
+            raise SpatialImputeInputError(name, "each name once", repr(list(value)), "list every name once")
+        return values
 
     return dataclasses.field(default=tuple(default), metadata={"check": check})
 
