@@ -1,0 +1,305 @@
+"""``method="auto"``: choose, weight and refine the methods on the user's own panel genes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..._stats import spearman_columns
+from ..._validation import SpatialImputeInputError
+from ...data.spatial_graph import section_knn
+from ...reliability import GeneReliability, gene_descriptors
+from .._base import BaseImputer
+from ..registry import get_method
+from .config import AutoArchitecture, AutoSchedule, Candidate, candidates
+from .inner_cv import run_inner_cv
+from .intervals import gene_reliability, group_quantiles, interval_scale, local_spread
+from .refine import choose_smoothing, smooth
+from .stacking import combine, gene_moments, stack_weights
+
+#: Spatial neighbours of the per-cell interval scale and of the reliability descriptors.
+SPREAD_NEIGHBORS = 6
+#: Largest number of cell groups of the per-cell intervals (fewer for small data).
+MAX_CELL_GROUPS = 5
+#: Fewest cells per group of the per-cell intervals.
+CELLS_PER_GROUP = 500
+
+
+class AutoImpute(BaseImputer):
+    """Self-validating ensemble: the members are judged on the user's own panel genes.
+
+    1. **Inner cross-validation** (:mod:`.inner_cv`): the panel genes are split into
+       ``inner_folds`` folds; every candidate (each member; the kNN baseline as a small grid)
+       is trained with a fold hidden and predicts it, on at most ``inner_cells`` cells.
+    2. **Stacking** (:mod:`.stacking`): non-negative weights of the members' per-gene
+       z-scores, fitted to the held-out panel genes; members with weight 0 are not trained
+       on the full panel.
+    3. **Spatial refinement** (:mod:`.refine`): smoothing over the spatial neighbours
+       within each section, with a neighbourhood size and strength (0 allowed) chosen on
+       the held-out genes.
+    4. **Reliability** (:mod:`.intervals`): per target gene the predicted Spearman
+       correlation (descriptor model fitted on what the ensemble did on the held-out genes)
+       with a conformal interval, and per member; per cell and gene a conformal prediction
+       interval in ``layers["lower"]`` / ``layers["upper"]``.
+
+    The members' final models are trained on all panel genes and all cells, and the result is
+    the weighted, refined combination mapped to the log-normalised scale of the member with
+    the largest weight. What was chosen and every member's inner-CV score are in
+    :meth:`summary` and ``uns["spatialimpute"]["auto"]``.
+
+    Parameters
+    ----------
+    spatial, reference, genes, seed, device, **kwargs
+        See :class:`~spatialimpute.model._base.BaseImputer`.
+    **options
+        See :class:`~spatialimpute.model.auto.config.AutoArchitecture`.
+    """
+
+    method_name = "auto"
+
+    Architecture = AutoArchitecture
+    Schedule = AutoSchedule
+
+    # ----------------------------------------------------------------- training
+    def _fit(self) -> None:
+        arch, p = self.architecture, self.paired
+        if p.n_features < 2:
+            raise SpatialImputeInputError("spatial", "at least 2 panel genes shared with the reference for method='auto'",
+                                          f"{p.n_features}", "use method='knn' for a panel this small")
+        heldout = run_inner_cv(p, candidates(arch), n_folds=arch.inner_folds, max_cells=arch.inner_cells,
+                               seed=self.seed, device=self.device, num_threads=self.num_threads)
+        if not heldout.predictions:
+            raise SpatialImputeInputError("members", "at least one member that runs on these data",
+                                          "; ".join(f"{k}: {v}" for k, v in heldout.failed.items()),
+                                          "add 'knn' to members")
+        names = list(heldout.predictions)
+        truth = heldout.truth
+        preds = [heldout.predictions[n] for n in names]
+        weights = stack_weights(truth, preds)
+        moments = [gene_moments(x) for x in preds]
+        anchor = int(np.argmax(weights))
+        combined_z = combine(preds, [m for m, _ in moments], [s for _, s in moments], weights)
+        combined_sd = gene_moments(combined_z)[1]
+        combined = moments[anchor][0] + moments[anchor][1] * combined_z / combined_sd
+        coords, sections = p.coords[heldout.cells], p.sample_ids[heldout.cells]
+        smoothing = choose_smoothing(truth, combined, coords, sections)
+        refined = smooth(combined, section_knn(coords, smoothing["neighbors"], sections), smoothing["strength"]) \
+            if smoothing["strength"] else combined
+        member_spcc = {n: spearman_columns(truth, x) for n, x in zip(names, preds)}
+
+        by_name = {c.name: c for c in candidates(arch)}
+        self._candidates = [by_name[n] for n, w in zip(names, weights) if w > 0]
+        self._weights = np.array([w for w in weights if w > 0])
+        self._members = {}
+        for c in self._candidates:
+            self._members[c.name] = get_method(c.method).from_paired(
+                p, seed=self.seed, device=self.device, num_threads=self.num_threads, reliability=False,
+                **c.kwargs()).train()
+        self._smoothing = (smoothing["neighbors"], smoothing["strength"])
+        self._anchor = names[anchor]
+        self._fit_scales(heldout.cells)
+        self.fit_info = {
+            "inner_folds": len(heldout.folds), "inner_cells": int(heldout.cells.size),
+            "members": {n: {"weight": float(w), "inner_spcc": float(member_spcc[n].mean()),
+                            "inner_seconds": float(heldout.seconds[n])} for n, w in zip(names, weights)},
+            "failed": dict(heldout.failed), "anchor": self._anchor,
+            "ensemble_inner_spcc": float(spearman_columns(truth, combined).mean()),
+            "smoothing": {k: v for k, v in smoothing.items()},
+        }
+        if arch.reliability:
+            self._fit_reliability(heldout, names, preds, refined, combined)
+
+    def _fit_scales(self, cells: np.ndarray) -> None:
+        """Per-gene mean and SD of each final member's target prediction, and of the combination, on ``cells``."""
+        stats = self._member_stats()
+        self._scales = {}
+        rows = {}
+        for name, model in self._members.items():
+            rows[name] = model._block_rows(cells, stats[name])["X"]
+            self._scales[name] = gene_moments(rows[name])
+        z = self._combine_z(rows)
+        self._combined_sd = gene_moments(z)[1]
+        self._sample_rows = rows  # for the members' reliability (dropped after it)
+
+    def _member_stats(self) -> dict:
+        """Each member's global prediction statistics (a scan over all cells, once per process)."""
+        if "member_stats" not in self._cache:
+            n, stats = self.paired.n_cells, {}
+            for name, model in self._members.items():
+                if model._has_scan():
+                    size = max(1, (1 << 24) // max(1, self.paired.n_targets))
+                    stats[name] = model._merge_scans([model._scan_block(np.arange(s, min(n, s + size)))
+                                                      for s in range(0, n, size)])
+                else:
+                    stats[name] = None
+            self._cache["member_stats"] = stats
+        return self._cache["member_stats"]
+
+    def _combine_z(self, rows: dict) -> np.ndarray:
+        names = [c.name for c in self._candidates]
+        return combine([rows[n] for n in names], [self._scales[n][0] for n in names],
+                       [self._scales[n][1] for n in names], self._weights)
+
+    def _fit_reliability(self, heldout, names, preds, refined, combined) -> None:
+        """Gene reliability (ensemble and members) and the per-cell interval quantiles."""
+        p, level = self.paired, self.architecture.interval_level
+        cells = heldout.cells
+        graph = section_knn(p.coords[cells], SPREAD_NEIGHBORS, p.sample_ids[cells])
+        ref_features = p.reference_features
+        self._heldout_descriptors = gene_descriptors(refined, ref_features, graph)
+        self._heldout_spcc = spearman_columns(heldout.truth, refined)
+        self._member_reliability = {}
+        for name in self._members:
+            x = preds[names.index(name)]
+            model = GeneReliability().fit(gene_descriptors(x, ref_features, graph), spearman_columns(heldout.truth, x))
+            self._member_reliability[name] = model.predict(
+                gene_descriptors(self._sample_rows[name], p.reference_targets, graph))
+        del self._sample_rows
+        from sklearn.cluster import KMeans
+
+        n_groups = int(min(MAX_CELL_GROUPS, max(1, cells.size // CELLS_PER_GROUP)))
+        kmeans = KMeans(n_clusters=n_groups, n_init=3, random_state=self.seed).fit(p.spatial_X[cells])
+        self._group_centers = kmeans.cluster_centers_.astype(np.float32)
+        spread = local_spread(combined, np.arange(cells.size), graph)
+        scale = interval_scale(ref_features.std(axis=0), spread)
+        self._group_q = group_quantiles(heldout.truth - refined, scale, kmeans.labels_, n_groups, level)
+        self.fit_info["intervals"] = {"level": level, "cell_groups": n_groups,
+                                      "group_quantiles": [float(q) for q in self._group_q]}
+
+    # ----------------------------------------------------------------- prediction
+    def _output_layers(self) -> tuple[str, ...]:
+        return ("lower", "upper") if self.architecture.reliability else ()
+
+    def _graphs(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """Spatial neighbours of every cell: the smoothing graph (``None`` without smoothing) and the spread graph."""
+        if "graphs" not in self._cache:
+            p = self.paired
+            k, strength = self._smoothing
+            self._cache["graphs"] = (section_knn(p.coords, k, p.sample_ids) if strength else None,
+                                     section_knn(p.coords, SPREAD_NEIGHBORS, p.sample_ids))
+        return self._cache["graphs"]
+
+    def _predict_block(self, cells: np.ndarray, stats):
+        """The refined combination for ``cells`` (and its interval), from the members' rows of the cells and their neighbours."""
+        smooth_graph, spread_graph = self._graphs()
+        needed = [cells]
+        if smooth_graph is not None:
+            needed.append(smooth_graph[cells].ravel())
+        if self.architecture.reliability:
+            needed.append(spread_graph[cells].ravel())
+        rows_of = np.unique(np.concatenate(needed))
+        member_stats = self._member_stats()
+        member_rows = {n: m._block_rows(rows_of, member_stats[n])["X"] for n, m in self._members.items()}
+        mean, sd = self._scales[self._anchor]
+        combined = (mean + sd * self._combine_z(member_rows) / self._combined_sd).astype(np.float32)
+        local = np.searchsorted(rows_of, cells)
+        out = combined[local]
+        if smooth_graph is not None:
+            strength = self._smoothing[1]
+            out = (1 - strength) * out + strength * combined[np.searchsorted(rows_of, smooth_graph[cells])].mean(axis=1)
+        if not self.architecture.reliability:
+            return out
+        spread = local_spread(combined, local, np.searchsorted(rows_of, spread_graph[cells]))
+        half = self._group_q[self._cell_groups(cells)][:, None] * interval_scale(
+            self._reference_sd(), spread)
+        return {"X": out, "lower": np.maximum(out - half, 0.0), "upper": out + half}
+
+    def _cell_groups(self, cells: np.ndarray) -> np.ndarray:
+        """Interval group of each cell: the nearest k-means centre of its panel genes."""
+        x = np.asarray(self.paired.spatial_X[cells], dtype=np.float32)
+        distances = (x * x).sum(axis=1)[:, None] - 2 * x @ self._group_centers.T + (self._group_centers ** 2).sum(axis=1)
+        return np.argmin(distances, axis=1)
+
+    def _reference_sd(self) -> np.ndarray:
+        if "reference_sd" not in self._cache:
+            self._cache["reference_sd"] = np.asarray(self.paired.reference_targets, dtype=np.float64).std(axis=0)
+        return self._cache["reference_sd"]
+
+    def _reliability(self, prediction):
+        n = prediction.shape[1]
+        if not self.architecture.reliability:
+            return np.full(n, np.nan)
+        p = self.paired
+        rng = np.random.default_rng(self.seed)
+        cells = np.arange(p.n_cells) if p.n_cells <= self.architecture.inner_cells else \
+            np.sort(rng.choice(p.n_cells, self.architecture.inner_cells, replace=False))
+        graph = section_knn(p.coords[cells], SPREAD_NEIGHBORS, p.sample_ids[cells])
+        target_descriptors = gene_descriptors(prediction(cells), p.reference_targets, graph)
+        predicted, lower, upper = gene_reliability(self._heldout_descriptors, self._heldout_spcc, target_descriptors,
+                                                   level=self.architecture.interval_level, seed=self.seed)
+        columns = {"reliability": predicted, "reliability_lower": lower, "reliability_upper": upper}
+        columns.update({f"reliability_{name}": values for name, values in self._member_reliability.items()})
+        return columns
+
+    # ----------------------------------------------------------------- save / load
+    def _state_dict(self) -> dict:
+        state = {"weights": self._weights, "combined_sd": self._combined_sd,
+                 "candidates": [[c.name, c.method, [list(o) for o in c.options]] for c in self._candidates],
+                 "anchor": self._anchor, "smoothing": list(self._smoothing), "fit_info": self.fit_info,
+                 "member_configs": {n: m.config() for n, m in self._members.items()}}
+        for name, model in self._members.items():
+            state[f"scale_mean.{name}"], state[f"scale_sd.{name}"] = self._scales[name]
+            state.update({f"member.{name}.{k}": v for k, v in model._state_dict().items()})
+        if self.architecture.reliability:
+            state.update(group_q=self._group_q, group_centers=self._group_centers,
+                         heldout_descriptors=self._heldout_descriptors, heldout_spcc=self._heldout_spcc)
+            state.update({f"member_reliability.{n}": v for n, v in self._member_reliability.items()})
+        return state
+
+    def _load_state_dict(self, state: dict) -> None:
+        def array(key):
+            value = state[key]
+            return value.cpu().numpy() if hasattr(value, "cpu") else np.asarray(value)
+
+        self._candidates = [Candidate(name, method, tuple((k, v) for k, v in options))
+                            for name, method, options in state["candidates"]]
+        self._weights = array("weights").astype(np.float64)
+        if len(self._weights) != len(self._candidates):
+            raise ValueError("one weight per member expected")
+        self._combined_sd = array("combined_sd")
+        self._anchor, self._smoothing = state["anchor"], (int(state["smoothing"][0]), float(state["smoothing"][1]))
+        self.fit_info = state["fit_info"]
+        self._members, self._scales = {}, {}
+        for c in self._candidates:
+            cls, config = get_method(c.method), state["member_configs"][c.name]
+            model = cls.from_paired(self.paired, seed=self.seed, device=self.device, num_threads=self.num_threads,
+                                    preset=config["preset"])
+            model.architecture = cls.Architecture.from_dict(config["architecture"], f"member {c.name}: architecture")
+            model.schedule = cls.Schedule.from_dict(config["schedule"], f"member {c.name}: schedule")
+            prefix = f"member.{c.name}."
+            model._load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            model.is_trained = True
+            self._members[c.name] = model
+            self._scales[c.name] = (array(f"scale_mean.{c.name}"), array(f"scale_sd.{c.name}"))
+        if self.architecture.reliability:
+            self._group_q, self._group_centers = array("group_q"), array("group_centers")
+            self._heldout_descriptors, self._heldout_spcc = array("heldout_descriptors"), array("heldout_spcc")
+            self._member_reliability = {c.name: array(f"member_reliability.{c.name}") for c in self._candidates}
+
+    # ----------------------------------------------------------------- reporting
+    def summary(self) -> pd.DataFrame:
+        """One row per candidate: its mean inner-CV Spearman correlation, weight and time."""
+        if not self.is_trained:
+            raise RuntimeError("train() the model first")
+        return _member_table(self.fit_info)
+
+    def provenance(self) -> dict:
+        """Base provenance plus what the inner cross-validation chose (``auto``)."""
+        out = super().provenance()
+        out["auto"] = dict(getattr(self, "fit_info", {}))
+        return out
+
+
+def _member_table(fit_info: dict) -> pd.DataFrame:
+    table = pd.DataFrame.from_dict(fit_info["members"], orient="index")
+    table.index.name = "member"
+    return table.sort_values(["weight", "inner_spcc"], ascending=False)
+
+
+def ensemble_summary(result) -> pd.DataFrame:
+    """The members' inner-CV scores, weights and times of an ``auto`` result (AnnData or its provenance dict)."""
+    provenance = result if isinstance(result, dict) else result.uns["spatialimpute"]
+    if provenance.get("method") != "auto":
+        raise SpatialImputeInputError("result", "the result of method='auto'", repr(provenance.get("method")),
+                                      "pass an AnnData returned by si.impute(..., method='auto')")
+    return _member_table(provenance["auto"])

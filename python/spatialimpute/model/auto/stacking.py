@@ -1,0 +1,66 @@
+"""Stacking: non-negative weights for the members' predictions, on a common per-gene scale.
+
+Each member's prediction of a gene is put on a common scale by its own mean and standard
+deviation over cells (z-scores), so that members whose outputs are shrunk (wide
+neighbourhoods) or shifted count by their ranking of cells, not their spread. The weights
+minimise the squared error between the weighted sum of the members' z-scores and the
+measured z-scores of the held-out panel genes, pooled over genes and cells, under
+non-negativity (an NNLS on the members' Gram matrix). The combination is mapped back to the
+log-normalised scale of the member with the largest weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import nnls
+
+
+def gene_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation (a constant column gets standard deviation 1)."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = values.mean(axis=0)
+    sd = values.std(axis=0)
+    return mean, np.where(sd > 1e-12, sd, 1.0)
+
+
+def zscores(values: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """``(values - mean) / sd`` column-wise, float32."""
+    return ((np.asarray(values, dtype=np.float64) - mean) / sd).astype(np.float32)
+
+
+def stack_weights(truth: np.ndarray, predictions: list[np.ndarray]) -> np.ndarray:
+    """Non-negative weights (summing to 1) of the members' z-scored predictions.
+
+    Parameters
+    ----------
+    truth
+        Measured values, cells x genes.
+    predictions
+        One held-out prediction per member, each the shape of ``truth``.
+    """
+    z_truth = zscores(truth, *gene_moments(truth)).astype(np.float64)
+    z = [zscores(p, *gene_moments(p)).astype(np.float64) for p in predictions]
+    m = len(z)
+    gram = np.empty((m, m))
+    target = np.empty(m)
+    for i in range(m):
+        target[i] = np.vdot(z[i], z_truth)
+        for j in range(i, m):
+            gram[i, j] = gram[j, i] = np.vdot(z[i], z[j])
+    gram += 1e-6 * np.trace(gram) / m * np.eye(m)  # members can be collinear (kNN grid)
+    upper = np.linalg.cholesky(gram).T
+    weights, _ = nnls(upper, np.linalg.solve(upper.T, target))
+    if weights.sum() <= 0:  # no member agrees with the measurement: fall back to equal weights
+        weights = np.ones(m)
+    return weights / weights.sum()
+
+
+def combine(predictions: list[np.ndarray], means: list[np.ndarray], sds: list[np.ndarray],
+            weights: np.ndarray) -> np.ndarray:
+    """Weighted sum of the members' z-scores (float32), members with zero weight skipped."""
+    out = None
+    for values, mean, sd, w in zip(predictions, means, sds, weights):
+        if w > 0:
+            part = w * zscores(values, mean, sd)
+            out = part if out is None else out + part
+    return out

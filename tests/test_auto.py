@@ -1,0 +1,129 @@
+"""method="auto": inner cross-validation, stacking, spatial refinement, calibrated reliability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spatialimpute as si
+from spatialimpute._stats import spearman_columns
+from spatialimpute.data.normalize import library_sizes, log_normalize
+from spatialimpute.model.auto import ensemble_summary
+from spatialimpute.model.auto.intervals import conformal_quantile
+from spatialimpute.model.auto.refine import choose_smoothing
+from spatialimpute.model.auto.stacking import stack_weights
+
+FAST = {"members": ("knn",), "num_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    spatial, reference, _ = si.datasets.simulate_pair(n_spatial=900, n_reference=1200, n_genes=150, n_panel=50, seed=3)
+    held = list(spatial.var_names[::5])
+    counts = np.asarray(spatial.X, dtype=np.float64)
+    size = library_sizes(counts)
+    truth = log_normalize(counts, size)[:, [list(spatial.var_names).index(g) for g in held]]
+    train = spatial[:, [g for g in spatial.var_names if g not in held]].copy()
+    train.obs["library_size"] = size
+    return train, reference, held, truth
+
+
+def test_stacking_weights_planted():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(400, 30))
+    good = truth + rng.normal(scale=0.5, size=truth.shape)
+    bad = rng.normal(size=truth.shape)
+    shrunk_good = 0.1 * good + 3.0  # same ranking as `good` on another scale
+    w = stack_weights(truth, [bad, good])
+    assert w[1] > 0.9 and w.sum() == pytest.approx(1.0)
+    # the common scale: a shrunk copy of the good member is as good as the member itself
+    w = stack_weights(truth, [shrunk_good, bad])
+    assert w[0] > 0.9
+
+
+def test_smoothing_chosen_only_when_it_helps():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 10, size=(600, 2))
+    smooth_truth = np.column_stack([np.sin(xy[:, 0] + i) + np.cos(xy[:, 1] * (1 + i / 10)) for i in range(20)])
+    noisy_prediction = smooth_truth + rng.normal(scale=1.0, size=smooth_truth.shape)
+    sections = np.zeros(600, dtype=np.int64)
+    chosen = choose_smoothing(smooth_truth, noisy_prediction, xy, sections)
+    assert chosen["strength"] > 0 and chosen["spcc"] > chosen["grid"][0][2] + 0.1
+    # truth without spatial structure: smoothing cannot help, none is kept
+    iid_truth = rng.normal(size=(600, 20))
+    chosen = choose_smoothing(iid_truth, iid_truth + rng.normal(scale=1.0, size=iid_truth.shape), xy, sections)
+    assert chosen["strength"] == 0
+
+
+def test_conformal_quantile_covers():
+    scores = np.arange(1, 101, dtype=float)
+    assert conformal_quantile(scores, 0.8) == 81.0  # ceil(101 * 0.8) = 81st smallest
+    assert conformal_quantile(scores, 0.99) == 100.0
+
+
+def test_auto_end_to_end(pair):
+    train, reference, held, truth = pair
+    out = si.impute(train, reference, genes=held, library_size_key="library_size", members=("knn", "stimpute"),
+                    num_threads=1)
+    prov = out.uns["spatialimpute"]
+    assert prov["method"] == "auto"
+    table = ensemble_summary(out)
+    assert set(table.index) == {"stimpute", "knn_k15_uniform", "knn_k15_similarity", "knn_k50_uniform",
+                                "knn_k50_similarity"}
+    assert table["weight"].sum() == pytest.approx(1.0) and (table["weight"] >= 0).all()
+    spcc = spearman_columns(truth, np.asarray(out.X)).mean()
+    assert spcc > 0.2
+    # the ensemble is not worse than its members' inner-CV scores by much on the outer genes
+    assert spcc > table["inner_spcc"].max() - 0.1
+    for column in ("reliability", "reliability_lower", "reliability_upper"):
+        assert np.isfinite(out.var[column]).all()
+    assert (out.var["reliability_lower"] <= out.var["reliability_upper"]).all()
+    lower, upper = out.layers["lower"], out.layers["upper"]
+    assert (lower <= out.X).all() and (out.X <= upper).all() and (lower >= 0).all()
+    coverage = ((truth >= lower) & (truth <= upper)).mean()
+    assert 0.6 < coverage < 0.97
+    assert prov["auto"]["smoothing"]["strength"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert "morans_i_measured" in prov["auto"]["smoothing"]
+
+
+def test_default_method_is_auto(pair):
+    train, reference, held, _ = pair
+    out = si.impute(train, reference, genes=held[:3], **FAST)
+    assert out.uns["spatialimpute"]["method"] == "auto"
+
+
+def test_auto_save_load_same_numbers(pair, tmp_path):
+    train, reference, held, _ = pair
+    model = si.AutoImpute(train, reference, genes=held, library_size_key="library_size", seed=1, **FAST)
+    first = model.impute()
+    model.save(tmp_path / "auto")
+    loaded = si.AutoImpute.load(tmp_path / "auto", train, reference, num_threads=1)
+    again = loaded.impute()
+    np.testing.assert_allclose(np.asarray(again.X), np.asarray(first.X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again.layers["upper"], first.layers["upper"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again.var["reliability"], first.var["reliability"], atol=1e-9)
+
+
+def test_auto_blocks_and_zarr_match_memory(pair, tmp_path):
+    train, reference, held, _ = pair
+    model = si.AutoImpute(train, reference, genes=held, library_size_key="library_size", **FAST)
+    whole = model.impute()
+    stored = model.impute(tmp_path / "out.zarr", block_size=128)
+    np.testing.assert_allclose(np.asarray(stored.X), np.asarray(whole.X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stored.layers["lower"]), whole.layers["lower"], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_without_reliability(pair):
+    train, reference, held, _ = pair
+    out = si.impute(train, reference, genes=held[:4], reliability=False, **FAST)
+    assert not out.layers and np.isnan(out.var["reliability"]).all()
+
+
+@pytest.mark.parametrize("options", [
+    {"members": ()}, {"members": ("knn", "knn")}, {"members": ("tangram",)}, {"members": "knn"},
+    {"inner_folds": 1}, {"interval_level": 1.5}, {"knn_neighbors": (0,)},
+])
+def test_auto_bad_options(pair, options):
+    train, reference, held, _ = pair
+    with pytest.raises(si.SpatialImputeInputError):
+        si.AutoImpute(train, reference, genes=held, **{"num_threads": 1, **options})
