@@ -20,6 +20,7 @@ _LAZY = {
     "StImpute": "model.stimpute",
     "STGNET": "model.stgnet",
     "KNNImpute": "model.knn",
+    "MappingImpute": "model.mapping",
     "benchmark": None,
     "datasets": None,
     "plotting": None,
@@ -43,7 +44,7 @@ def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int =
     reference
         AnnData, reference cells x genes, raw counts in ``X`` (or ``reference_layer=``).
     method
-        ``"stimpute"``, ``"stgnet"`` or ``"knn"``.
+        ``"stimpute"``, ``"stgnet"``, ``"knn"`` or ``"mapping"``.
     genes
         Genes to impute; default every reference gene the panel lacks. Panel genes listed here
         are held out of the input (for validation).

@@ -11,6 +11,7 @@ METHODS = {
     "stimpute": "stimpute:StImpute",
     "stgnet": "stgnet:STGNET",
     "knn": "knn:KNNImpute",
+    "mapping": "mapping:MappingImpute",
 }
 
 
