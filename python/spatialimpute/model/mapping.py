@@ -87,9 +87,9 @@ class MappingImpute(BaseImputer):
     gene's vector over the cells and each cell's vector over the genes. Target genes are the
     mapping weights times the clusters' mean log-normalised reference expression. Cost grows
     with cells x clusters x panel genes; the number of clusters grows as the square root of
-    the reference size up to ``max_clusters``. Reliability is learnt by refitting the whole
-    procedure on a subset of cells with panel genes held out
-    (:mod:`spatialimpute.reliability`).
+    the reference size up to ``max_clusters``. Reliability is learnt by refitting the mapping
+    (on the same reference clusters) on a subset of at most 2,000 cells with panel genes
+    held out (:mod:`spatialimpute.reliability`).
 
     Parameters
     ----------
@@ -166,10 +166,11 @@ class MappingImpute(BaseImputer):
         if not self.architecture.reliability:
             return np.full(prediction.shape[1], np.nan)
 
+        # The model's reference clusters are reused: they come from reference cells only, so
+        # the held-out genes' spatial values stay unseen, and k-means is not rerun per fold.
         def predict_heldout(train_cols, heldout_cols, cells):
-            assignment = self._assign(train_cols)
-            weights = self._map(assignment, train_cols, cells)
-            heldout = torch.as_tensor(cluster_means(assignment, self.paired.reference_X[:, heldout_cols]),
+            weights = self._map(self._assignment, train_cols, cells)
+            heldout = torch.as_tensor(cluster_means(self._assignment, self.paired.reference_X[:, heldout_cols]),
                                       device=weights.device)
             return (weights @ heldout).cpu().numpy()
 
