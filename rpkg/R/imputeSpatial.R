@@ -13,8 +13,16 @@
 #' @param genes Genes to impute (character). `NULL` (default): every reference gene that the
 #'   panel lacks. Panel genes may be listed too (their imputation is then a held-out
 #'   prediction, useful for validation).
-#' @param method Imputation method of the Python core: `"stimpute"` (default), `"stgnet"`
-#'   or `"knn"` (see `spatialimpute.model.registry`).
+#' @param method Imputation method of the Python core: `"auto"` (default), `"stimpute"`,
+#'   `"stgnet"`, `"knn"` or `"mapping"` (see `spatialimpute.model.registry`). `"auto"`
+#'   judges its members on the panel genes of `spe` itself (an inner cross-validation that
+#'   hides panel genes), combines them with non-negative weights, smooths the result over
+#'   spatial neighbours when that helps, and adds prediction intervals: per gene an 80%
+#'   interval of the predicted accuracy, per cell and gene an 80% interval of the imputed
+#'   value. Its options go through `...`, e.g. `members = c("knn", "stimpute")` (the
+#'   methods it may combine; default all), `reliability = FALSE` (no reliability model and
+#'   no intervals: faster), `interval_level = 0.9`. See [ensembleSummary()] for what it
+#'   chose.
 #' @param assay.type Assay of `spe` holding raw counts (for Seurat: the layer/slot of the
 #'   default assay).
 #' @param ref.assay.type Assay of `sce` holding raw counts (for Seurat: layer/slot).
@@ -29,8 +37,11 @@
 #'   Seurat FOV): column names of `colData(spe)` / the Seurat `meta.data` (e.g.
 #'   `c("x", "y")`), `"reducedDim:<name>"` (e.g. `"reducedDim:spatial"`), `"fov:<name>"`
 #'   for a Seurat image, or a numeric matrix with one row per cell.
-#' @param ... Parameters of the method, passed to the Python core (e.g. `n_epochs = 200`,
-#'   `labels_key = "cell_type"`). Whole numbers given as doubles are passed as integers.
+#' @param ... Parameters of the method, passed to the Python core (e.g. `k = 15` for
+#'   `"knn"`, `members = "knn"` for `"auto"`, `labels_key = "cell_type"`). Whole numbers
+#'   given as doubles are passed as integers; a vector given for an option that takes a
+#'   list (e.g. `members`, `knn_neighbors`) is passed as a list even when it has one
+#'   element.
 #'   `labels_key`, `reference_labels_key` and `library_size_key` name columns of the cell
 #'   metadata, which are then sent along.
 #'
@@ -38,24 +49,37 @@
 #' \describe{
 #'   \item{SingleCellExperiment / SpatialExperiment}{`altExp(spe, name)`, a
 #'     `SummarizedExperiment` with assay `logcounts` (genes x cells, log-normalised
-#'     scale), `rowData(...)$reliability` (predicted accuracy per gene, in \[0, 1\]) and the
-#'     run parameters and provenance in `metadata(...)$imputeSpatial`.}
-#'   \item{Seurat}{a new assay `name` (imputed values in its `data` layer), the reliability
-#'     in its feature meta data (`spe[[name]][["reliability"]]`) and the run parameters in
-#'     `spe@tools$imputeSpatial[[name]]`.}
+#'     scale) and, when the method gives them (`"auto"`), assays `lower` and `upper` (the
+#'     per-cell prediction interval of each imputed value); in `rowData(...)` every
+#'     per-gene column of the core: `reliability` (predicted accuracy per gene, in
+#'     \[0, 1\]), `in_panel`, and for `"auto"` `reliability_lower`, `reliability_upper`
+#'     (the interval of the predicted accuracy) and `reliability_<member>` (each ensemble
+#'     member's predicted accuracy); the run parameters and provenance (for `"auto"`
+#'     including what the ensemble chose, in `provenance$auto`) in
+#'     `metadata(...)$imputeSpatial`.}
+#'   \item{Seurat}{a new assay `name` (imputed values in its `data` layer), the per-gene
+#'     columns in its feature meta data (e.g. `spe[[name]][["reliability"]]`), the per-cell
+#'     interval (when present) as two more assays `<name>_lower` and `<name>_upper` (in
+#'     their `data` layer; a Seurat v3/v4 assay has no room for extra layers), and the run
+#'     parameters in `spe@tools$imputeSpatial[[name]]`.}
 #' }
+#' [reliability()], [imputedIntervals()], [ensembleSummary()] and [imputeInfo()] read
+#' them back from either kind of object.
 #' Nothing else in the object changes. On any error the input is left untouched and the
 #' error carries the core's message.
 #'
-#' @seealso [reliability()], [imputeInfo()], [installSpatialImputePython()]
+#' @seealso [reliability()], [imputedIntervals()], [ensembleSummary()], [imputeInfo()],
+#'   [installSpatialImputePython()]
 #' @examples
 #' if (spatialImputeAvailable()) {
 #'     sim <- simulateSpatialPair(n_cells = 150, n_reference = 200, seed = 1)
-#'     spe <- imputeSpatial(sim$spatial, sim$reference, method = "knn")
-#'     head(reliability(spe))
+#'     # the default method "auto", restricted to the fast kNN member
+#'     spe <- imputeSpatial(sim$spatial, sim$reference, members = "knn")
+#'     head(reliability(spe, interval = TRUE))
+#'     ensembleSummary(spe)
 #' }
 #' @export
-setGeneric("imputeSpatial", function(spe, sce, genes = NULL, method = "stimpute",
+setGeneric("imputeSpatial", function(spe, sce, genes = NULL, method = "auto",
                                      assay.type = "counts", ref.assay.type = "counts",
                                      name = "imputed", seed = 0, device = "auto",
                                      num.threads = NULL, verbose = FALSE, coords = NULL,
@@ -66,7 +90,7 @@ setGeneric("imputeSpatial", function(spe, sce, genes = NULL, method = "stimpute"
 #' @rdname imputeSpatial
 #' @export
 setMethod("imputeSpatial", c("SingleCellExperiment", "ANY"),
-          function(spe, sce, genes = NULL, method = "stimpute", assay.type = "counts",
+          function(spe, sce, genes = NULL, method = "auto", assay.type = "counts",
                    ref.assay.type = "counts", name = "imputed", seed = 0,
                    device = "auto", num.threads = NULL, verbose = FALSE, coords = NULL,
                    ...) {
@@ -83,7 +107,7 @@ setMethod("imputeSpatial", c("SingleCellExperiment", "ANY"),
 #' @rdname imputeSpatial
 #' @export
 setMethod("imputeSpatial", c("ANY", "ANY"),
-          function(spe, sce, genes = NULL, method = "stimpute", assay.type = "counts",
+          function(spe, sce, genes = NULL, method = "auto", assay.type = "counts",
                    ref.assay.type = "counts", name = "imputed", seed = 0,
                    device = "auto", num.threads = NULL, verbose = FALSE, coords = NULL,
                    ...) {
@@ -123,7 +147,8 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
                  class(genes)[1], ".", call. = FALSE)
     }
     if (!is.character(method) || length(method) != 1L || is.na(method)) {
-        stop("'method' must be one string such as \"stimpute\", \"stgnet\" or \"knn\"; ",
+        stop("'method' must be one string: \"auto\", \"stimpute\", \"stgnet\", \"knn\" or ",
+             "\"mapping\"; ",
              "found ", class(method)[1], " of length ", length(method), ".", call. = FALSE)
     }
     if (!is.numeric(seed) || length(seed) != 1L || is.na(seed) || seed < 0 ||
@@ -176,7 +201,8 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
     }
 }
 
-#' Whole-number doubles of length one become integers (Python ints) for the core.
+#' Whole-number doubles (scalars and plain vectors, not matrices) become integers (Python
+#' ints) for the core.
 #' @noRd
 .as_python_params <- function(dots) {
     if (length(dots) && (is.null(names(dots)) || any(!nzchar(names(dots))))) {
@@ -184,13 +210,23 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
              "n_epochs = 100).", call. = FALSE)
     }
     lapply(dots, function(v) {
-        if (is.double(v) && length(v) == 1L && !is.na(v) && is.finite(v) &&
-            v == round(v) && abs(v) <= .Machine$integer.max) {
-            as.integer(v)
+        if (is.double(v) && length(v) >= 1L && is.null(dim(v)) && all(is.finite(v)) &&
+            all(v == round(v)) && all(abs(v) <= .Machine$integer.max)) {
+            stats::setNames(as.integer(v), names(v))
         } else {
             v
         }
     })
+}
+
+#' Values of the options in `list_names` as R lists (so that reticulate sends Python lists).
+#' @noRd
+.as_python_lists <- function(dots, list_names) {
+    for (k in intersect(names(dots), list_names)) {
+        v <- dots[[k]]
+        if (is.atomic(v) && !is.null(v) && is.null(dim(v))) dots[[k]] <- as.list(v)
+    }
+    dots
 }
 
 #' Run the Python core on extracted data and bring the result back to R.
@@ -199,7 +235,9 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
 #' @param xy Result of .sce_coords()/.seurat_coords().
 #' @param sce The reference object.
 #' @param cell_names Column names for the result (the caller's cell names, may be NULL).
-#' @return list(mat genes x cells (double, named), genes, reliability, in_panel, params).
+#' @return list(mat genes x cells (double, named), genes, row_data (data.frame of the
+#'   per-gene columns), layers (named list of genes x cells matrices: `lower`, `upper` when
+#'   the method gives them), params).
 #' @noRd
 .impute_core <- function(sp, xy, sce, genes, method, ref.assay.type, seed, device,
                          num.threads, verbose, dots, cell_names) {
@@ -241,7 +279,7 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
                    genes = if (is.null(genes)) NULL else as.list(genes),
                    seed = as.integer(seed), device = device, spatial_key = "spatial"),
               if (is.null(num.threads)) list() else list(num_threads = as.integer(num.threads)),
-              sections$args, dots)
+              sections$args, .as_python_lists(dots, .list_options(method)))
     result <- .call_python(si$impute, args)
 
     say("converting the result back to R")
@@ -252,26 +290,15 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
              call. = FALSE)
     }
     res_genes <- .py_index_to_r(result$var_names)
-    mat <- Matrix::t(.py_matrix_to_r(result$X))
-    if (!is.matrix(mat) && !methods::is(mat, "dgCMatrix")) {
-        mat <- methods::as(mat, "CsparseMatrix")
+    mat <- .genes_by_cells(result$X, res_genes, cell_names)
+    layers <- list()
+    layer_names <- as.character(unlist(reticulate::py_to_r(
+        reticulate::import_builtins(convert = FALSE)$list(result$layers$keys()))))
+    for (ln in intersect(c("lower", "upper"), layer_names)) {
+        layers[[ln]] <- .genes_by_cells(reticulate::py_get_item(result$layers, ln),
+                                        res_genes, cell_names)
     }
-    dimnames(mat) <- list(res_genes, cell_names)
-    var <- result$var
-    np <- .py("numpy")
-    var_cols <- .py_index_to_r(var$columns)
-    reliability <- if ("reliability" %in% var_cols) {
-        as.double(reticulate::py_to_r(np$asarray(reticulate::py_get_item(var, "reliability"),
-                                                 dtype = np$float64)))
-    } else {
-        rep(NA_real_, length(res_genes))
-    }
-    in_panel <- if ("in_panel" %in% var_cols) {
-        as.logical(reticulate::py_to_r(np$asarray(reticulate::py_get_item(var, "in_panel"),
-                                                  dtype = "bool")))
-    } else {
-        NULL
-    }
+    row_data <- .var_to_r(result$var, res_genes)
     uns <- result$uns
     provenance <- if (reticulate::py_to_r(uns$`__contains__`("spatialimpute"))) {
         .py_plain_to_r(reticulate::py_get_item(uns, "spatialimpute"))
@@ -284,8 +311,69 @@ setMethod("imputeSpatial", c("ANY", "ANY"),
                    method_params = dots, provenance = provenance,
                    date = format(Sys.time(), "%Y-%m-%d %H:%M:%S %Z"),
                    package_version = as.character(utils::packageVersion("SpatialImpute")))
-    list(mat = mat, genes = res_genes, reliability = reliability, in_panel = in_panel,
-         params = params)
+    list(mat = mat, genes = res_genes, row_data = row_data, layers = layers, params = params)
+}
+
+#' A cells x genes Python matrix as a named genes x cells R matrix (double or dgCMatrix).
+#' @noRd
+.genes_by_cells <- function(X, genes, cells) {
+    mat <- Matrix::t(.py_matrix_to_r(X))
+    if (!is.matrix(mat) && !methods::is(mat, "dgCMatrix")) {
+        mat <- methods::as(mat, "CsparseMatrix")
+    }
+    dimnames(mat) <- list(genes, cells)
+    mat
+}
+
+#' Every per-gene column of an AnnData `var` as a data.frame (numbers as double, booleans
+#' as logical, anything else as character), in the order of `var`, rows named by `genes`.
+#' `reliability` is always there (NA when the core gave none).
+#' @noRd
+.var_to_r <- function(var, genes) {
+    np <- .py("numpy")
+    out <- data.frame(row.names = genes)
+    for (col in .py_index_to_r(var$columns)) {
+        v <- reticulate::py_get_item(var, col)
+        kind <- reticulate::py_to_r(v$dtype$kind)
+        out[[col]] <- if (identical(kind, "b")) {
+            as.logical(reticulate::py_to_r(np$asarray(v, dtype = "bool")))
+        } else if (kind %in% c("i", "u", "f")) {
+            as.double(reticulate::py_to_r(np$asarray(v, dtype = np$float64)))
+        } else {
+            .py_index_to_r(v)
+        }
+    }
+    if (!"reliability" %in% names(out)) {
+        out <- cbind(data.frame(reliability = rep(NA_real_, length(genes)), row.names = genes),
+                     out)
+    }
+    out
+}
+
+#' Names of the options of a method of the core that take a list (e.g. `members`,
+#' `knn_neighbors`, `g1_channels`): R cannot tell a one-element vector from a scalar, so
+#' these are sent as Python lists. Empty when the method is unknown (the core then says so).
+#' @noRd
+.list_options <- function(method) {
+    tryCatch({
+        reg <- reticulate::import("spatialimpute.model.registry", convert = FALSE)
+        cls <- reg$get_method(method)
+        builtins <- reticulate::import_builtins(convert = FALSE)
+        seq_types <- reticulate::tuple(builtins$list, builtins$tuple)
+        out <- character()
+        for (part in c("Architecture", "Schedule")) {
+            config <- if (part == "Architecture") cls$Architecture() else cls$Schedule()
+            values <- config$to_dict()
+            keys <- as.character(unlist(reticulate::py_to_r(builtins$list(values$keys()))))
+            for (key in keys) {
+                value <- reticulate::py_get_item(values, key)
+                if (reticulate::py_to_r(builtins$isinstance(value, seq_types))) {
+                    out <- c(out, key)
+                }
+            }
+        }
+        out
+    }, error = function(e) character())
 }
 
 #' Temporarily set the core's progress flag; returns a function that restores it.

@@ -5,30 +5,51 @@
 #' Add an imputation result to the object it belongs to.
 #'
 #' @param x The spatial object (SingleCellExperiment / SpatialExperiment or Seurat).
-#' @param res list(mat = genes x cells matrix, reliability, in_panel (or NULL), params).
+#' @param res list(mat = genes x cells matrix, row_data = data.frame of per-gene columns
+#'   (or, older form, reliability and in_panel vectors), layers = named list of genes x
+#'   cells matrices (`lower`, `upper`; may be empty), params).
 #' @param name altExp name (SCE) or assay name (Seurat).
-#' @return `x` with `altExp(x, name)` (SCE: assay `logcounts`, rowData `reliability`,
-#'   `in_panel`, `metadata()$imputeSpatial`) or assay `name` (Seurat: reliability in the
-#'   feature meta data, parameters in `x@tools$imputeSpatial[[name]]`); same class.
+#' @return `x` with `altExp(x, name)` (SCE: assays `logcounts` and the layers, rowData =
+#'   the per-gene columns, `metadata()$imputeSpatial`) or assay `name` (Seurat: per-gene
+#'   columns in the feature meta data, the layers as assays `<name>_<layer>`, parameters in
+#'   `x@tools$imputeSpatial[[name]]`); same class.
 #' @noRd
 .attach_imputed <- function(x, res, name) {
     mat <- res$mat
+    row_data <- .result_row_data(res, rownames(mat))
+    layers <- res$layers
+    if (is.null(layers)) layers <- list()
+    for (ln in names(layers)) {
+        if (!identical(dim(layers[[ln]]), dim(mat))) {
+            stop("Internal error: layer '", ln, "' of the result is not genes x cells like ",
+                 "the imputed values. Please report this.", call. = FALSE)
+        }
+        dimnames(layers[[ln]]) <- dimnames(mat)
+    }
+    params <- res$params
     if (.is_seurat(x)) {
-        if (!methods::is(mat, "dgCMatrix")) {
-            mat <- methods::as(methods::as(methods::as(mat, "CsparseMatrix"), "generalMatrix"),
-                               "dMatrix")
+        extra <- if (length(layers)) stats::setNames(paste0(name, "_", names(layers)),
+                                                     names(layers)) else character()
+        default <- SeuratObject::DefaultAssay(x)
+        if (any(extra == default)) {
+            stop("'name' = \"", name, "\": the interval assay '", extra[extra == default],
+                 "' would replace the default assay of 'spe'; choose another name.",
+                 call. = FALSE)
         }
-        assay <- suppressWarnings(SeuratObject::CreateAssayObject(data = mat))
-        # CreateAssayObject() may rename features (e.g. "_" -> "-"): keep the order, use its names.
-        assay[["reliability"]] <- stats::setNames(res$reliability, rownames(assay))
-        if (length(res$in_panel)) {
-            assay[["in_panel"]] <- stats::setNames(res$in_panel, rownames(assay))
-        }
-        SeuratObject::Key(assay) <- paste0(gsub("[^[:alnum:]]", "", tolower(name)), "_")
-        x[[name]] <- assay
         tools <- methods::slot(x, "tools")
+        # Interval assays of an earlier run under this name are stale now: drop them.
+        stale <- setdiff(.interval_assays(tools$imputeSpatial[[name]]), c(extra, default))
+        for (a in intersect(stale, SeuratObject::Assays(x))) x[[a]] <- NULL
+        assay <- .seurat_assay(mat, name)
+        # CreateAssayObject() may rename features (e.g. "_" -> "-"): keep the order, use its names.
+        for (col in names(row_data)) {
+            assay[[col]] <- stats::setNames(row_data[[col]], rownames(assay))
+        }
+        x[[name]] <- assay
+        for (ln in names(layers)) x[[extra[[ln]]]] <- .seurat_assay(layers[[ln]], extra[[ln]])
+        params$interval_assays <- if (length(extra)) as.list(extra) else NULL
         if (is.null(tools$imputeSpatial)) tools$imputeSpatial <- list()
-        tools$imputeSpatial[[name]] <- res$params
+        tools$imputeSpatial[[name]] <- params
         methods::slot(x, "tools") <- tools
         return(x)
     }
@@ -36,13 +57,53 @@
         stop("Imputed genes can be added to a SingleCellExperiment, SpatialExperiment or ",
              "Seurat object; found ", class(x)[1], ".", call. = FALSE)
     }
-    rd <- S4Vectors::DataFrame(reliability = res$reliability, row.names = rownames(mat))
-    if (length(res$in_panel)) rd$in_panel <- res$in_panel
+    rd <- S4Vectors::DataFrame(row_data, row.names = rownames(mat), check.names = FALSE)
     ae <- SummarizedExperiment::SummarizedExperiment(
-        assays = list(logcounts = mat), rowData = rd,
-        metadata = list(imputeSpatial = res$params))
+        assays = c(list(logcounts = mat), layers), rowData = rd,
+        metadata = list(imputeSpatial = params))
     SingleCellExperiment::altExp(x, name) <- ae
     x
+}
+
+#' The per-gene columns of a result as a data.frame (reliability first; NA when missing).
+#' @noRd
+.result_row_data <- function(res, genes) {
+    rd <- res$row_data
+    if (is.null(rd)) {
+        rd <- data.frame(reliability = if (length(res$reliability)) res$reliability else
+            rep(NA_real_, length(genes)))
+        if (length(res$in_panel)) rd$in_panel <- as.logical(res$in_panel)
+    }
+    rd <- as.data.frame(rd, optional = TRUE, stringsAsFactors = FALSE)
+    if (nrow(rd) != length(genes)) {
+        stop("Internal error: the result has ", nrow(rd), " rows of per-gene data for ",
+             length(genes), " genes. Please report this.", call. = FALSE)
+    }
+    if (!"reliability" %in% names(rd)) {
+        rd <- cbind(data.frame(reliability = rep(NA_real_, length(genes))), rd)
+    }
+    rownames(rd) <- genes
+    rd
+}
+
+#' A genes x cells matrix as a Seurat assay (values in `data`) with a key made from `name`.
+#' @noRd
+.seurat_assay <- function(mat, name) {
+    if (!methods::is(mat, "dgCMatrix")) {
+        mat <- methods::as(methods::as(methods::as(mat, "CsparseMatrix"), "generalMatrix"),
+                           "dMatrix")
+    }
+    assay <- suppressWarnings(SeuratObject::CreateAssayObject(data = mat))
+    SeuratObject::Key(assay) <- paste0(gsub("[^[:alnum:]]", "", tolower(name)), "_")
+    assay
+}
+
+#' Names of the interval assays a Seurat run recorded (character(0) when none).
+#' @noRd
+.interval_assays <- function(params) {
+    got <- params$interval_assays
+    if (is.null(got)) return(character())
+    stats::setNames(as.character(unlist(got)), names(got))
 }
 
 #' A SpatialExperiment saved where its package is missing reads as a SingleCellExperiment
@@ -126,11 +187,16 @@
 #' @param out Output path.
 #' @param mat Imputed values, genes x cells (cells in the object's order).
 #' @param genes Gene names (rows of `mat`).
-#' @param reliability,in_panel Per-gene vectors (`in_panel` may be empty).
+#' @param reliability,in_panel Per-gene vectors (`in_panel` may be empty); used when
+#'   `row_data` is NULL (older callers).
 #' @param params_json The run's parameters and provenance as JSON.
 #' @param name altExp / assay name.
+#' @param row_data NULL or a named list of per-gene vectors (every column of the result's
+#'   `var`, in order).
+#' @param layers NULL or a named list of genes x cells matrices (`lower`, `upper`).
 #' @noRd
-.write_imputed_rds <- function(path, out, mat, genes, reliability, in_panel, params_json, name) {
+.write_imputed_rds <- function(path, out, mat, genes, reliability, in_panel, params_json, name,
+                               row_data = NULL, layers = NULL) {
     x <- .as_readable(readRDS(path))
     if (ncol(mat) != ncol(x)) {
         stop("the result has ", ncol(mat), " cells but the original object ", ncol(x),
@@ -145,8 +211,14 @@
     } else {
         list(json = params_json)
     }
+    if (!is.null(row_data)) {
+        row_data <- as.data.frame(lapply(row_data, function(v) as.vector(v)),
+                                  optional = TRUE, stringsAsFactors = FALSE)
+    }
+    layers <- if (is.null(layers)) list() else as.list(layers)
     res <- list(mat = mat, reliability = as.numeric(reliability),
-                in_panel = as.logical(in_panel), params = params)
+                in_panel = as.logical(in_panel), row_data = row_data, layers = layers,
+                params = params)
     saveRDS(.attach_imputed(x, res, name), out)
     invisible(TRUE)
 }

@@ -117,6 +117,8 @@ core_methods <- function() {
 # still has them), plus any other integer epoch/iteration/step count shrunk to 3.
 fast_params <- function(defaults) {
     known <- list(
+        # auto: the kNN member only, one neighbour count (its grid is then 2 candidates)
+        members = "knn", knn_neighbors = 15L,
         # stimpute
         ae_epochs = 2L, ae_steps = 2L, em_rounds = 1L, gnn_steps = 5L, reliability_steps = 5L,
         k = 15L,
