@@ -153,8 +153,16 @@ def _check_altexp(obj, result, name="imputed"):
     assert list(ro.r("colnames")(ae)) == list(result.obs_names)
     rel = np.asarray(ro.r("function(a) SummarizedExperiment::rowData(a)$reliability")(ae))
     np.testing.assert_allclose(rel, result.var["reliability"].to_numpy(dtype=float), rtol=1e-6)
+    # Every per-gene column of var, in order.
+    assert list(ro.r("function(a) colnames(SummarizedExperiment::rowData(a))")(ae)) == list(result.var.columns)
+    # The interval layers, when the result has them.
+    layers = [n for n in ("lower", "upper") if n in result.layers]
+    assert list(ro.r("function(a) SummarizedExperiment::assayNames(a)")(ae)) == ["logcounts", *layers]
+    for layer in layers:
+        got = np.asarray(ro.r(f"function(a) as.matrix(SummarizedExperiment::assay(a, '{layer}'))")(ae))
+        np.testing.assert_allclose(got.T, np.asarray(result.layers[layer], dtype=np.float64), rtol=1e-6)
     method = ro.r("function(a) S4Vectors::metadata(a)$imputeSpatial$provenance$method")(ae)[0]
-    assert method == "knn"
+    assert method == result.uns["spatialimpute"]["method"]
 
 
 def test_sce_with_spatial_coords_round_trip(tmp_path, toy, reference_rds):
@@ -267,6 +275,48 @@ def test_spatialexperiment_sections_round_trip(tmp_path, toy, reference_rds):
     back = ro.r["readRDS"](str(out))
     assert ro.r("function(x) class(x)[1]")(back)[0] == "SpatialExperiment"
     _check_altexp(back, result)
+
+
+def _impute_auto(spatial, reference):
+    from spatialimpute import impute
+
+    return impute(spatial, reference, members=("knn",), knn_neighbors=(15,), seed=0, device="cpu")
+
+
+def test_auto_result_round_trip_sce_and_seurat(tmp_path, toy, reference_rds):
+    """method="auto": intervals, every per-gene column and the ensemble summary reach R objects."""
+    path = _spatial_rds(tmp_path, toy, "spatialCoords")
+    spatial, info = rbridge.read_rds(path)
+    reference, _ = rbridge.read_rds(reference_rds)
+    result = _impute_auto(spatial, reference)
+    assert {"lower", "upper"} <= set(result.layers)
+    assert {"reliability_lower", "reliability_upper"} <= set(result.var.columns)
+    out = tmp_path / "auto.rds"
+    rbridge.write_rds(result, info, out)
+    back = ro.r["readRDS"](str(out))
+    _check_altexp(back, result)
+    interval = ro.r("function(x) SpatialImpute::reliability(x, interval = TRUE)")(back)
+    np.testing.assert_allclose(np.asarray(interval.rx2("lower")), result.var["reliability_lower"].to_numpy(float))
+    assert ro.r("function(x) SpatialImpute::imputeInfo(x)$method")(back)[0] == "auto"
+    members = list(ro.r("function(x) SpatialImpute::ensembleSummary(x)$member")(back))
+    assert sorted(members) == sorted(result.uns["spatialimpute"]["auto"]["members"])
+
+    if not _has_r_package("SeuratObject"):
+        return
+    seurat_path = _save(tmp_path, "seurat.rds", SEURAT_BUILDER, counts=_r_matrix(toy["sp_counts"], PANEL, CELLS),
+                        xy=ro.FloatVector(toy["xy"].ravel(order="F").tolist()))
+    spatial, info = rbridge.read_rds(seurat_path)
+    result = _impute_auto(spatial, reference)
+    out = tmp_path / "auto_seurat.rds"
+    rbridge.write_rds(result, info, out)
+    back = ro.r["readRDS"](str(out))
+    assert sorted(ro.r("function(x) SeuratObject::Assays(x)")(back)) == [
+        "RNA", "imputed", "imputed_lower", "imputed_upper"]
+    meta = list(ro.r("function(x) colnames(x[['imputed']][[]])")(back))
+    assert meta == list(result.var.columns)
+    for layer in ("lower", "upper"):
+        got = np.asarray(ro.r(f"function(x) as.matrix(SpatialImpute::imputedIntervals(x)${layer})")(back))
+        np.testing.assert_allclose(got.T, np.asarray(result.layers[layer], dtype=np.float64), rtol=1e-6)
 
 
 def test_missing_r_package_is_named(monkeypatch):

@@ -8,12 +8,16 @@ own functions (one implementation of each step): its reading of the object (assa
 coordinates, sections) and its attachment of the result to the original object:
 
 - SingleCellExperiment / SpatialExperiment: ``altExp(x, name)``, a SummarizedExperiment
-  with assay ``logcounts`` (genes x cells), ``rowData$reliability`` (and ``in_panel``) and
-  the run's provenance in ``metadata(...)$imputeSpatial``. The object keeps its class (a
+  with assay ``logcounts`` (genes x cells) and, when the result has them (``method="auto"``),
+  assays ``lower`` / ``upper`` (the per-cell prediction interval), every per-gene column of
+  ``var`` in ``rowData`` (``reliability``, ``in_panel``, ``reliability_lower``,
+  ``reliability_upper``, ``reliability_<member>``) and the run's provenance (for ``auto``
+  what the ensemble chose, ``provenance$auto``) in ``metadata(...)$imputeSpatial``. The object keeps its class (a
   SpatialExperiment stays one when the R package SpatialExperiment is installed; otherwise
   it is written as a SingleCellExperiment with a ``spatial`` reducedDim).
-- Seurat: a new assay ``name`` (imputed values in ``data``), reliability in the assay's
-  feature meta data, provenance in ``seu@tools$imputeSpatial[[name]]``.
+- Seurat: a new assay ``name`` (imputed values in ``data``), the per-gene columns in the
+  assay's feature meta data, the per-cell interval as assays ``<name>_lower`` and
+  ``<name>_upper`` (values in ``data``), provenance in ``seu@tools$imputeSpatial[[name]]``.
 
 Requires R (>= 4.1) with the R package SpatialImpute (``R CMD INSTALL rpkg``) and
 SingleCellExperiment (and SeuratObject for Seurat files), and the Python packages ``rpy2==3.5.17`` and ``anndata2ri==2.0.1`` (``pip install
@@ -244,9 +248,13 @@ def write_rds(result, info: dict, path, name: str = "imputed") -> None:
         reliability = ro.FloatVector(np.full(result.n_vars, np.nan))
     in_panel = (ro.BoolVector([bool(v) for v in result.var["in_panel"]])
                 if "in_panel" in result.var else ro.BoolVector([]))
+    row_data = _var_to_r(ro, result.var)
+    layers = ro.ListVector({name_: _to_r_matrix(ro, result.layers[name_])
+                            for name_ in ("lower", "upper") if name_ in result.layers})
     provenance = result.uns.get("spatialimpute", {})
-    params_json = json.dumps({"provenance": provenance, "source": "spatialimpute.rbridge",
-                              "assay.type": info.get("assay"), "coords": info.get("coords")},
+    params_json = json.dumps({"method": provenance.get("method"), "provenance": provenance,
+                              "source": "spatialimpute.rbridge", "assay.type": info.get("assay"),
+                              "coords": info.get("coords")},
                              default=_plain)
     path = Path(path).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,11 +262,27 @@ def write_rds(result, info: dict, path, name: str = "imputed") -> None:
     os.close(fd)
     try:
         _r_call(helpers["write"], str(original), tmp, mat, genes, reliability, in_panel, params_json, name,
-                what="result")
+                row_data, layers, what="result")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _var_to_r(ro, var):
+    """Every column of ``var`` as a named R list of vectors (numbers as double, booleans as logical,
+    anything else as character), in the order of ``var``."""
+    columns = {}
+    for col in var.columns:
+        values = var[col]
+        kind = values.dtype.kind
+        if kind == "b":
+            columns[str(col)] = ro.BoolVector([bool(v) for v in values])
+        elif kind in "iuf":
+            columns[str(col)] = _numpy_to_r(ro, np.asarray(values, dtype=np.float64))
+        else:
+            columns[str(col)] = ro.StrVector([str(v) for v in values])
+    return ro.ListVector(columns)
 
 
 def _numpy_to_r(ro, array):
