@@ -127,3 +127,13 @@ def test_auto_bad_options(pair, options):
     train, reference, held, _ = pair
     with pytest.raises(si.SpatialImputeInputError):
         si.AutoImpute(train, reference, genes=held, **{"num_threads": 1, **options})
+
+
+def test_ensemble_figure(pair, tmp_path):
+    train, reference, held, _ = pair
+    out = si.impute(train, reference, genes=held[:3], **FAST)
+    path = tmp_path / "choice.png"
+    si.plotting.save_figure(si.plotting.ensemble_choice(out, title="auto"), path)
+    assert path.stat().st_size > 5000
+    with pytest.raises(si.SpatialImputeInputError):
+        ensemble_summary(si.impute(train, reference, genes=held[:3], method="knn"))

@@ -36,6 +36,17 @@ def test_impute_end_to_end(simulated, tmp_path, capsys):
     assert not list(tmp_path.glob(".*"))  # atomic write leaves no temporary files behind
 
 
+def test_impute_default_is_auto_and_prints_its_choice(simulated, tmp_path, capsys):
+    out = tmp_path / "auto.h5ad"
+    code = main(["--no-progress", "impute", "--spatial", str(simulated / "spatial.h5ad"), "--reference",
+                 str(simulated / "reference.h5ad"), "--out", str(out), "--param", 'members=["knn"]', "--threads", "1"])
+    assert code == 0
+    result = anndata.read_h5ad(out)
+    assert result.uns["spatialimpute"]["method"] == "auto" and {"lower", "upper"} <= set(result.layers)
+    printed = capsys.readouterr().out
+    assert "knn_k50_similarity" in printed and "weight" in printed and "with auto" in printed
+
+
 def test_impute_selected_genes(simulated, tmp_path):
     spatial = anndata.read_h5ad(simulated / "spatial.h5ad")
     genes_file = tmp_path / "genes.txt"
@@ -81,7 +92,7 @@ def test_benchmark_needs_data_source(capsys, tmp_path):
 def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "methods: stimpute, stgnet, knn" in out and "device:" in out
+    assert "methods: auto, stimpute, stgnet, knn, mapping" in out and "device:" in out
 
 
 def test_demo_knn(tmp_path, capsys):

@@ -3,7 +3,7 @@
 Public API::
 
     import spatialimpute as si
-    out = si.impute(spatial, reference, method="stimpute")
+    out = si.impute(spatial, reference)                 # method="auto"
     model = si.StImpute(spatial, reference); model.train(); out = model.impute()
     res = si.benchmark.cross_validate(spatial, reference, methods=["stimpute", "knn"])
 """
@@ -17,6 +17,7 @@ from ._validation import SpatialImputeInputError, SpatialImputeWarning
 from ._version import __version__
 
 _LAZY = {
+    "AutoImpute": "model.auto",
     "StImpute": "model.stimpute",
     "STGNET": "model.stgnet",
     "KNNImpute": "model.knn",
@@ -31,7 +32,7 @@ _LAZY = {
 __all__ = ["impute", "settings", "SpatialImputeInputError", "SpatialImputeWarning", "__version__", *_LAZY]
 
 
-def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int = 0, device="auto", *, out=None,
+def impute(spatial, reference, method: str = "auto", genes=None, seed: int = 0, device="auto", *, out=None,
            block_size: int | None = None, scheduler=None, dtype: str = "float32", resume: bool = False, **kwargs):
     """Impute genes the spatial panel lacks from a scRNA-seq reference, in one call.
 
@@ -44,6 +45,9 @@ def impute(spatial, reference, method: str = "stimpute", genes=None, seed: int =
     reference
         AnnData, reference cells x genes, raw counts in ``X`` (or ``reference_layer=``).
     method
+        ``"auto"`` (default: the methods chosen, weighted and spatially refined on the data's
+        own panel genes by an inner cross-validation, with calibrated reliability and
+        per-cell intervals; see :class:`~spatialimpute.model.auto.AutoImpute`),
         ``"stimpute"``, ``"stgnet"``, ``"knn"`` or ``"mapping"``.
     genes
         Genes to impute; default every reference gene the panel lacks. Panel genes listed here

@@ -12,7 +12,7 @@ from pathlib import Path
 from ._settings import settings
 from ._validation import SpatialImputeInputError, check_int
 
-_METHOD_HELP = "stimpute (default), stgnet or knn"
+_METHOD_HELP = "auto (default: the methods chosen and weighted on the panel genes), stimpute, stgnet, knn or mapping"
 
 
 def _read(path: str, argument: str):
@@ -129,6 +129,10 @@ def cmd_impute(args) -> int:
     elif not out_of_core:
         write_result(result, out)
     table = result.tables["imputed"] if is_spatialdata(result) else result
+    if args.method == "auto":
+        from .model.auto import ensemble_summary
+
+        print(ensemble_summary(table).to_string(float_format="%.3f"))
     print(f"imputed {table.n_vars} genes for {table.n_obs} cells with {args.method} "
           f"in {time.perf_counter() - start:.1f} s -> {out}")
     return 0
@@ -269,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values of the imputed matrix (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="with an AnnData .zarr --out: continue an interrupted run "
                    "from its partial store (.NAME.partial beside it) without recomputing finished blocks")
-    p.add_argument("--method", default="stimpute", help=_METHOD_HELP)
+    p.add_argument("--method", default="auto", help=_METHOD_HELP)
     p.add_argument("--genes", help="comma-separated genes to impute (default: every reference gene the panel lacks)")
     p.add_argument("--genes-file", help="file with one gene per line (instead of --genes)")
     p.add_argument("--spatial-layer", help="layer of the spatial object holding raw counts (default X)")
@@ -312,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulate a tissue, impute the genes its panel lacks, plot and score")
     p.add_argument("--out", default="demo_out", help="output directory (default %(default)s)")
-    p.add_argument("--method", default="stimpute", help=_METHOD_HELP)
+    p.add_argument("--method", default="auto", help=_METHOD_HELP)
     common(p)
     p.set_defaults(func=cmd_demo)
 

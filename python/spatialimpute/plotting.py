@@ -1,4 +1,4 @@
-"""Figures: measured vs imputed expression on the tissue."""
+"""Figures: measured vs imputed expression on the tissue; what ``method="auto"`` chose."""
 
 from __future__ import annotations
 
@@ -63,6 +63,51 @@ def spatial_maps(measured, imputed, genes, *, coords=None, point_size: float | N
             ax.set_xticks([])
             ax.set_yticks([])
             fig.colorbar(sc, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def ensemble_choice(result, *, title: str | None = None):
+    """Bar charts of an ``auto`` result: each member's inner-CV Spearman correlation and its weight.
+
+    Parameters
+    ----------
+    result
+        AnnData returned by ``si.impute(..., method="auto")`` (or its ``uns["spatialimpute"]``).
+    title
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .model.auto import ensemble_summary
+
+    table = ensemble_summary(result).sort_values("inner_spcc")
+    provenance = result if isinstance(result, dict) else result.uns["spatialimpute"]
+    info = provenance["auto"]
+    fig, (ax_score, ax_weight) = plt.subplots(1, 2, figsize=(9, 0.45 * len(table) + 1.6), sharey=True)
+    y = np.arange(len(table))
+    ax_score.barh(y, table["inner_spcc"], color="0.6")
+    ax_score.axvline(info["ensemble_inner_spcc"], color="C3", linestyle="--",
+                     label=f"ensemble {info['ensemble_inner_spcc']:.3f}")
+    smoothing = info.get("smoothing", {})
+    if smoothing.get("strength"):
+        ax_score.axvline(smoothing["spcc"], color="C2", linestyle=":",
+                         label=f"+ smoothing (k={smoothing['neighbors']}, {smoothing['strength']}) {smoothing['spcc']:.3f}")
+    ax_score.set_yticks(y, table.index)
+    ax_score.set_xlabel("inner-CV Spearman correlation (held-out panel genes)")
+    ax_score.legend(fontsize=8, loc="lower right")
+    ax_weight.barh(y, table["weight"], color="C0")
+    ax_weight.set_xlabel("stacking weight")
+    ax_weight.set_xlim(0, 1)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

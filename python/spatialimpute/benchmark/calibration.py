@@ -1,4 +1,5 @@
-"""Reliability calibration (docs/benchmark.md): do higher reliability scores mean higher accuracy?"""
+"""Calibration (docs/benchmark.md): do higher reliability scores mean higher accuracy, do the
+intervals cover what they claim, and does a prediction invent spatial structure?"""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from .metrics import spearman_vectors
 
-__all__ = ["reliability_calibration"]
+__all__ = ["interval_coverage", "reliability_calibration", "spatial_structure"]
 
 
 def reliability_calibration(reliability, spcc) -> dict:
@@ -52,3 +53,60 @@ def reliability_calibration(reliability, spcc) -> dict:
     result.update(spearman=rho, spearman_undefined=undefined, n_top=n_top,
                   mean_spcc_top_half=top, mean_spcc_all=everyone, gain_top_half=top - everyone)
     return result
+
+
+def interval_coverage(truth, spcc, gene_interval, cell_lower=None, cell_upper=None) -> dict:
+    """Empirical coverage of a method's intervals on the held-out genes.
+
+    Parameters
+    ----------
+    truth
+        Measured values, cells x genes.
+    spcc
+        Measured per-gene Spearman accuracy.
+    gene_interval
+        (genes, 2) interval of each gene's predicted accuracy (NaN rows: none).
+    cell_lower, cell_upper
+        Per cell and gene prediction interval (``None``: none).
+
+    Returns
+    -------
+    dict
+        ``gene_interval_coverage`` (share of genes whose spcc falls in their interval) and
+        ``gene_interval_width`` (mean width), ``cell_interval_coverage`` (share of cell x gene
+        values inside their interval), its spread over genes (``cell_interval_coverage_gene_q10``
+        / ``_q90``) and ``cell_interval_width`` (mean width); ``None`` where the method gave no
+        interval.
+    """
+    out = {"gene_interval_coverage": None, "gene_interval_width": None, "cell_interval_coverage": None,
+           "cell_interval_coverage_gene_q10": None, "cell_interval_coverage_gene_q90": None,
+           "cell_interval_width": None}
+    gene_interval = np.asarray(gene_interval, dtype=np.float64)
+    scored = np.isfinite(gene_interval).all(axis=1)
+    if scored.any():
+        acc = np.asarray(spcc, dtype=np.float64)[scored]
+        low, high = gene_interval[scored, 0], gene_interval[scored, 1]
+        out["gene_interval_coverage"] = float(((acc >= low) & (acc <= high)).mean())
+        out["gene_interval_width"] = float((high - low).mean())
+    if cell_lower is not None and cell_upper is not None:
+        inside = (truth >= cell_lower) & (truth <= cell_upper)
+        per_gene = inside.mean(axis=0)
+        out["cell_interval_coverage"] = float(inside.mean())
+        out["cell_interval_coverage_gene_q10"] = float(np.quantile(per_gene, 0.1))
+        out["cell_interval_coverage_gene_q90"] = float(np.quantile(per_gene, 0.9))
+        out["cell_interval_width"] = float((cell_upper - cell_lower).mean())
+    return out
+
+
+def spatial_structure(truth, prediction, coords, sample_ids=None, neighbors: int = 6) -> dict:
+    """Mean Moran's I over genes of the measured and of the predicted values (6-neighbour graph).
+
+    A prediction far more autocorrelated than the measurement may have invented spatial
+    structure (e.g. by smoothing).
+    """
+    from ..data.spatial_graph import section_knn
+    from ..reliability import morans_i
+
+    graph = section_knn(coords, neighbors, sample_ids)
+    return {"morans_i_measured": float(morans_i(truth, graph).mean()),
+            "morans_i_predicted": float(morans_i(prediction, graph).mean())}

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from sklearn.model_selection import KFold
 
 from .._io import jsonable
-from .calibration import reliability_calibration
+from .calibration import interval_coverage, reliability_calibration, spatial_structure
 from .clustering_agreement import clustering_agreement
 from .metrics import CELL_METRICS, GENE_METRICS, cell_metrics, gene_metrics
 from .resources import ResourceMonitor, machine_info
@@ -59,7 +59,11 @@ class CVResult:
         Per method the dict of :func:`~.clustering_agreement.clustering_agreement`
         (empty when clustering was switched off).
     calibration
-        Per method the dict of :func:`~.calibration.reliability_calibration`.
+        Per method the dict of :func:`~.calibration.reliability_calibration`, updated with
+        :func:`~.calibration.interval_coverage` and :func:`~.calibration.spatial_structure`.
+    ensemble
+        Per ensemble method (``auto``) one dict per fold: the members' weights and inner-CV
+        scores and the chosen smoothing.
     cost
         Per method: ``total_wall_s`` (all folds of the method, fitting + prediction),
         ``mean_fold_wall_s``, ``folds`` (one dict per fold: wall time, peak RSS of the process
@@ -82,6 +86,7 @@ class CVResult:
     clustering: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     cost: dict = field(default_factory=dict)
+    ensemble: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
 
     @property
@@ -318,7 +323,9 @@ def cross_validate(
     for label, cls, params in resolved:
         pred = np.zeros((spatial.n_obs, len(genes)), dtype=np.float32)
         reliability = np.full(len(genes), np.nan)
-        fold_costs = []
+        gene_interval = np.full((len(genes), 2), np.nan)
+        cell_interval: dict[str, np.ndarray] = {}
+        fold_costs, fold_choices = [], []
         t_method = time.perf_counter()
         for k in progress(range(len(folds)), total=len(folds), desc=f"{label}: folds"):
             heldout = folds[k]
@@ -339,6 +346,14 @@ def cross_validate(
             pred[:, cols] = values[:, order]
             if "reliability" in out.var:
                 reliability[cols] = pd.to_numeric(out.var["reliability"], errors="coerce").to_numpy(np.float64)[order]
+            if {"reliability_lower", "reliability_upper"} <= set(out.var.columns):
+                gene_interval[cols] = out.var[["reliability_lower", "reliability_upper"]].to_numpy(np.float64)[order]
+            for bound in ("lower", "upper"):
+                if bound in out.layers:
+                    cell_interval.setdefault(bound, np.full(pred.shape, np.nan, dtype=np.float32))[:, cols] = \
+                        np.asarray(out.layers[bound])[:, order]
+            if "auto" in out.uns.get("spatialimpute", {}):
+                fold_choices.append(_ensemble_choice(out.uns["spatialimpute"]["auto"]))
             fold_costs.append({"fold": k, "n_heldout": len(heldout), **monitor.as_dict()})
         total_wall = time.perf_counter() - t_method
         if not np.isfinite(pred).all():
@@ -367,6 +382,12 @@ def cross_validate(
         result.gene_scores[label] = g_scores
         result.cell_scores[label] = c_scores
         result.calibration[label] = reliability_calibration(reliability, g_scores["spcc"].to_numpy())
+        result.calibration[label].update(interval_coverage(
+            truth_values, g_scores["spcc"].to_numpy(), gene_interval,
+            cell_interval.get("lower"), cell_interval.get("upper")))
+        result.calibration[label].update(spatial_structure(truth_values, pred64, coords))
+        if fold_choices:
+            result.ensemble[label] = fold_choices
         metrics_s = time.perf_counter() - t_score
         t_cluster = time.perf_counter()
         result.clustering[label] = clustering_agreement(truth_values, pred64, labels) if clustering else {}
@@ -386,6 +407,17 @@ def cross_validate(
                               labels is not None, resolved)
     result.record["run_wall_s"] = time.perf_counter() - t_run
     return result
+
+
+def _ensemble_choice(info: dict) -> dict:
+    """What an ``auto`` model chose in one fold (from its provenance)."""
+    smoothing = info.get("smoothing", {})
+    return {"weights": {n: m["weight"] for n, m in info["members"].items()},
+            "inner_spcc": {n: m["inner_spcc"] for n, m in info["members"].items()},
+            "inner_seconds": {n: m["inner_seconds"] for n, m in info["members"].items()},
+            "ensemble_inner_spcc": info.get("ensemble_inner_spcc"),
+            "smoothing": {k: smoothing.get(k) for k in ("neighbors", "strength", "spcc", "morans_i_measured",
+                                                         "morans_i_unrefined", "morans_i_refined")}}
 
 
 def _check_fold_output(out, label: str, k: int, heldout: list[str], cell_names) -> None:
@@ -419,6 +451,8 @@ def _summary(result: CVResult, spatial, reference, n_folds, seed, fold_seed, dev
             "calibration": result.calibration[label],
             "cost": result.cost[label],
         }
+        if label in result.ensemble:
+            methods[label]["ensemble"] = result.ensemble[label]
     summary = {
         "dataset": dataset,
         "protocol": {

@@ -41,7 +41,9 @@ def summary_table(record: dict) -> pd.DataFrame:
     metrics (``css_cell``, ``mse_cell``), clustering agreement with the measured data
     (``ari``, ``nmi``; NaN when not computed), calibration (``calib_rho``: Spearman of
     reliability vs spcc over genes; ``calib_gain``: mean spcc of the top half of genes by
-    reliability minus that of all genes) and cost (``wall_s``, ``peak_rss_mib``).
+    reliability minus that of all genes; ``gene_cov`` / ``cell_cov``: empirical coverage of
+    the per-gene and per-cell intervals, NaN without), Moran's I of the prediction and of the
+    measurement (``moran_pred``, ``moran_meas``) and cost (``wall_s``, ``peak_rss_mib``).
 
     Parameters
     ----------
@@ -58,6 +60,8 @@ def summary_table(record: dict) -> pd.DataFrame:
         row["ari"], row["nmi"] = ivm.get("ari"), ivm.get("nmi")
         cal = m.get("calibration") or {}
         row["calib_rho"], row["calib_gain"] = cal.get("spearman"), cal.get("gain_top_half")
+        row["gene_cov"], row["cell_cov"] = cal.get("gene_interval_coverage"), cal.get("cell_interval_coverage")
+        row["moran_pred"], row["moran_meas"] = cal.get("morans_i_predicted"), cal.get("morans_i_measured")
         row["wall_s"], row["peak_rss_mib"] = m["cost"]["total_wall_s"], m["cost"]["peak_rss_mib"]
         rows[name] = row
     table = pd.DataFrame.from_dict(rows, orient="index").astype(float)
@@ -122,9 +126,24 @@ def markdown_table(summary: dict) -> str:
               "reliability vs all genes:", ""]
     for name, m in summary["methods"].items():
         cal = m["calibration"]
-        lines.append(f"- {name}: rho {_fmt(cal.get('spearman'))}, top half {_fmt(cal.get('mean_spcc_top_half'))} "
-                     f"vs all {_fmt(cal.get('mean_spcc_all'))}")
+        line = (f"- {name}: rho {_fmt(cal.get('spearman'))}, top half {_fmt(cal.get('mean_spcc_top_half'))} "
+                f"vs all {_fmt(cal.get('mean_spcc_all'))}; Moran's I predicted {_fmt(cal.get('morans_i_predicted'))} "
+                f"vs measured {_fmt(cal.get('morans_i_measured'))}")
+        if cal.get("cell_interval_coverage") is not None:
+            line += (f"; interval coverage per gene {_fmt(cal.get('gene_interval_coverage'))}, per cell and gene "
+                     f"{_fmt(cal.get('cell_interval_coverage'))} (genes' 10-90% range "
+                     f"{_fmt(cal.get('cell_interval_coverage_gene_q10'))}-{_fmt(cal.get('cell_interval_coverage_gene_q90'))})")
+        lines.append(line)
     lines.append("")
+    for name, m in summary["methods"].items():
+        if m.get("ensemble"):
+            lines += [f"Ensemble choices of {name} per fold (weights; inner-CV SPCC; smoothing):", ""]
+            for k, fold in enumerate(m["ensemble"]):
+                weights = ", ".join(f"{n} {w:.2f} ({fold['inner_spcc'][n]:.3f})"
+                                    for n, w in sorted(fold["weights"].items(), key=lambda kv: -kv[1]))
+                sm = fold["smoothing"]
+                lines.append(f"- fold {k}: {weights}; smoothing k={sm['neighbors']} strength {sm['strength']}")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from .._validation import check_choice
 
 #: method name -> "module:Class" (relative to ``spatialimpute.model``)
 METHODS = {
+    "auto": "auto:AutoImpute",
     "stimpute": "stimpute:StImpute",
     "stgnet": "stgnet:STGNET",
     "knn": "knn:KNNImpute",
