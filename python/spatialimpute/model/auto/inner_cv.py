@@ -10,6 +10,7 @@ and the reliability model are fitted on.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 import warnings
 
@@ -63,41 +64,75 @@ def sample_cells(n_cells: int, max_cells: int, rng: np.random.Generator) -> np.n
     return np.sort(rng.choice(n_cells, max_cells, replace=False))
 
 
+#: Relative cost of one fit of each method, to start the dearest tasks first.
+_COST_ORDER = {"stgnet": 0, "stimpute": 1, "mapping": 2}
+
+
+def _train_and_predict(candidate: Candidate, fold_data: PairedData, seed: int, device, num_threads: int | None,
+                       in_worker: bool = False):
+    """One task: train ``candidate`` on a fold and predict its hidden genes.
+
+    Returns ``(prediction or None, refusal message or None, seconds)``.
+    """
+    if in_worker:  # a worker process of the pool: no progress bars of its own
+        from ..._settings import settings
+
+        settings.progress = False
+    start = time.perf_counter()
+    try:
+        model = get_method(candidate.method).from_paired(fold_data, seed=seed, device=device, num_threads=num_threads,
+                                                         reliability=False, **candidate.kwargs())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpatialImputeWarning)
+            out = model.impute(scheduler="synchronous")
+    except SpatialImputeInputError as err:
+        return None, str(err), time.perf_counter() - start
+    return np.asarray(out.X, dtype=np.float32), None, time.perf_counter() - start
+
+
 def run_inner_cv(paired: PairedData, candidates: list[Candidate], *, n_folds: int, max_cells: int, seed: int,
-                 device, num_threads: int | None) -> HeldOut:
+                 device, num_threads: int | None, workers: int = 1) -> HeldOut:
     """Held-out predictions of every panel gene by every candidate (see the module docstring).
 
-    A candidate that refuses the fold data (:class:`SpatialImputeInputError`, e.g. too few
+    With ``workers > 1`` the (fold, candidate) trainings run in that many processes of one
+    torch thread each, dearest first; every task is seeded the same way either way. A
+    candidate that refuses the fold data (:class:`SpatialImputeInputError`, e.g. too few
     panel genes for its design) is left out with a warning and recorded in ``failed``.
     """
     rng = np.random.default_rng(seed)
     cells = sample_cells(paired.n_cells, max_cells, rng)
     data = paired.subset_cells(cells) if cells.size < paired.n_cells else paired
     folds = gene_folds(paired.n_features, n_folds, rng)
-    predictions = {c.name: np.zeros((cells.size, paired.n_features), dtype=np.float32) for c in candidates}
-    seconds = {c.name: 0.0 for c in candidates}
-    failed: dict[str, str] = {}
-    for k, fold in enumerate(folds):
-        fold_data = data.hold_out_features(fold)
-        for candidate in progress(candidates, total=len(candidates), desc=f"inner fold {k + 1}/{len(folds)}"):
-            if candidate.name in failed:
-                continue
-            start = time.perf_counter()
-            try:
-                model = get_method(candidate.method).from_paired(
-                    fold_data, seed=seed, device=device, num_threads=num_threads, reliability=False,
-                    **candidate.kwargs())
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", SpatialImputeWarning)
-                    out = model.impute(scheduler="synchronous")
-            except SpatialImputeInputError as err:
-                failed[candidate.name] = str(err)
-                warnings.warn(f"auto: member {candidate.name!r} left out: {err}", SpatialImputeWarning, stacklevel=2)
-                continue
-            predictions[candidate.name][:, fold] = np.asarray(out.X, dtype=np.float32)
-            seconds[candidate.name] += time.perf_counter() - start
-    for name in failed:
-        predictions.pop(name)
-        seconds.pop(name)
+    tasks = sorted(((k, c) for k in range(len(folds)) for c in candidates),
+                   key=lambda task: (_COST_ORDER.get(task[1].method, 3), task[0]))
+    fold_data = [data.hold_out_features(fold) for fold in folds]
+    results = {}
+    bar = progress(range(len(tasks)), total=len(tasks), desc="auto: inner cross-validation")
+    if workers <= 1:
+        for k, c in tasks:
+            results[k, c.name] = _train_and_predict(c, fold_data[k], seed, device, num_threads)
+            next(bar, None)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # fork on Linux (no re-import of the user's script, as torch's DataLoader does); spawn elsewhere
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            futures = {pool.submit(_train_and_predict, c, fold_data[k], seed, device, 1, True): (k, c.name) for k, c in tasks}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                next(bar, None)
+    predictions, seconds, failed = {}, {}, {}
+    for c in candidates:
+        refusals = [results[k, c.name][1] for k in range(len(folds)) if results[k, c.name][1] is not None]
+        if refusals:
+            failed[c.name] = refusals[0]
+            warnings.warn(f"auto: member {c.name!r} left out: {refusals[0]}", SpatialImputeWarning, stacklevel=2)
+            continue
+        predictions[c.name] = np.zeros((cells.size, paired.n_features), dtype=np.float32)
+        for k, fold in enumerate(folds):
+            predictions[c.name][:, fold] = results[k, c.name][0]
+        seconds[c.name] = float(sum(results[k, c.name][2] for k in range(len(folds))))
     return HeldOut(cells=cells, folds=folds, truth=np.asarray(data.spatial_X, dtype=np.float32),
                    predictions=predictions, seconds=seconds, failed=failed)

@@ -36,8 +36,8 @@ def gene_reliability(descriptors: np.ndarray, accuracy: np.ndarray, target_descr
     Returns
     -------
     (predicted, lower, upper)
-        Per target gene; ``predicted`` is clipped to [0, 1] (the ``reliability`` column),
-        the interval to [-1, 1].
+        Per target gene; ``predicted`` is clipped to [0, 1] (the ``reliability`` column); the
+        interval, of the Spearman correlation itself, is centred on it and clipped to [-1, 1].
     """
     accuracy = np.asarray(accuracy, dtype=np.float64)
     rng = np.random.default_rng(seed)
@@ -46,13 +46,13 @@ def gene_reliability(descriptors: np.ndarray, accuracy: np.ndarray, target_descr
     for fold in folds:
         train = np.setdiff1d(np.arange(accuracy.size), fold)
         if train.size < 2:
-            errors[fold] = np.abs(accuracy[fold] - accuracy.mean())
+            errors[fold] = np.abs(accuracy[fold] - np.clip(accuracy.mean(), 0.0, 1.0))
             continue
         model = GeneReliability().fit(descriptors[train], accuracy[train])
-        errors[fold] = np.abs(accuracy[fold] - model.predict(descriptors[fold], clip=False))
+        errors[fold] = np.abs(accuracy[fold] - model.predict(descriptors[fold]))
     half = conformal_quantile(errors, level)
-    raw = GeneReliability().fit(descriptors, accuracy).predict(target_descriptors, clip=False)
-    return np.clip(raw, 0.0, 1.0), np.clip(raw - half, -1.0, 1.0), np.clip(raw + half, -1.0, 1.0)
+    predicted = GeneReliability().fit(descriptors, accuracy).predict(target_descriptors)
+    return predicted, np.clip(predicted - half, -1.0, 1.0), np.clip(predicted + half, -1.0, 1.0)
 
 
 def local_spread(values: np.ndarray, rows: np.ndarray, neighbors: np.ndarray) -> np.ndarray:

@@ -23,6 +23,8 @@ SPREAD_NEIGHBORS = 6
 MAX_CELL_GROUPS = 5
 #: Fewest cells per group of the per-cell intervals.
 CELLS_PER_GROUP = 500
+#: Most worker processes of the inner cross-validation (each holds torch and a fold's data).
+MAX_INNER_WORKERS = 8
 
 
 class AutoImpute(BaseImputer):
@@ -67,7 +69,8 @@ class AutoImpute(BaseImputer):
             raise SpatialImputeInputError("spatial", "at least 2 panel genes shared with the reference for method='auto'",
                                           f"{p.n_features}", "use method='knn' for a panel this small")
         heldout = run_inner_cv(p, candidates(arch), n_folds=arch.inner_folds, max_cells=arch.inner_cells,
-                               seed=self.seed, device=self.device, num_threads=self.num_threads)
+                               seed=self.seed, device=self.device, num_threads=self.num_threads,
+                               workers=self._inner_workers())
         if not heldout.predictions:
             raise SpatialImputeInputError("members", "at least one member that runs on these data",
                                           "; ".join(f"{k}: {v}" for k, v in heldout.failed.items()),
@@ -108,6 +111,17 @@ class AutoImpute(BaseImputer):
         }
         if arch.reliability:
             self._fit_reliability(heldout, names, preds, refined, combined)
+
+    def _inner_workers(self) -> int:
+        """Processes for the inner cross-validation: one per CPU thread granted (one on a GPU)."""
+        if self.device.type != "cpu":
+            return 1
+        import torch
+
+        from ..._settings import settings
+
+        threads = self.num_threads or settings.num_threads or torch.get_num_threads()
+        return int(max(1, min(threads, MAX_INNER_WORKERS)))
 
     def _fit_scales(self, cells: np.ndarray) -> None:
         """Per-gene mean and SD of each final member's target prediction, and of the combination, on ``cells``."""
@@ -152,8 +166,9 @@ class AutoImpute(BaseImputer):
         for name in self._members:
             x = preds[names.index(name)]
             model = GeneReliability().fit(gene_descriptors(x, ref_features, graph), spearman_columns(heldout.truth, x))
-            self._member_reliability[name] = model.predict(
-                gene_descriptors(self._sample_rows[name], p.reference_targets, graph))
+            rows = self._sample_rows[name]
+            self._member_reliability[name] = np.where(
+                np.ptp(rows, axis=0) == 0, 0.0, model.predict(gene_descriptors(rows, p.reference_targets, graph)))
         del self._sample_rows
         from sklearn.cluster import KMeans
 
@@ -224,10 +239,13 @@ class AutoImpute(BaseImputer):
         cells = np.arange(p.n_cells) if p.n_cells <= self.architecture.inner_cells else \
             np.sort(rng.choice(p.n_cells, self.architecture.inner_cells, replace=False))
         graph = section_knn(p.coords[cells], SPREAD_NEIGHBORS, p.sample_ids[cells])
-        target_descriptors = gene_descriptors(prediction(cells), p.reference_targets, graph)
-        predicted, lower, upper = gene_reliability(self._heldout_descriptors, self._heldout_spcc, target_descriptors,
+        rows = prediction(cells)
+        predicted, lower, upper = gene_reliability(self._heldout_descriptors, self._heldout_spcc,
+                                                   gene_descriptors(rows, p.reference_targets, graph),
                                                    level=self.architecture.interval_level, seed=self.seed)
-        columns = {"reliability": predicted, "reliability_lower": lower, "reliability_upper": upper}
+        flat = np.ptp(rows, axis=0) == 0  # a constant prediction ranks no cells: its correlation is 0
+        columns = {"reliability": np.where(flat, 0.0, predicted), "reliability_lower": np.where(flat, 0.0, lower),
+                   "reliability_upper": np.where(flat, 0.0, upper)}
         columns.update({f"reliability_{name}": values for name, values in self._member_reliability.items()})
         return columns
 
