@@ -136,4 +136,16 @@ def test_ensemble_figure(pair, tmp_path):
     si.plotting.save_figure(si.plotting.ensemble_choice(out, title="auto"), path)
     assert path.stat().st_size > 5000
     with pytest.raises(si.SpatialImputeInputError):
-        ensemble_summary(si.impute(train, reference, genes=held[:3], method="knn"))
+        si.ensemble_summary(si.impute(train, reference, genes=held[:3], method="knn"))
+
+
+def test_parallel_inner_cv_matches_sequential(pair):
+    """Two worker processes (num_threads=2) score the candidates exactly as one process does."""
+    train, reference, held, _ = pair
+    runs = [si.AutoImpute(train, reference, genes=held[:4], members=("knn", "mapping"), num_threads=threads).train()
+            for threads in (1, 2)]
+    one, two = (run.fit_info["members"] for run in runs)
+    assert one.keys() == two.keys()
+    for name in one:
+        assert one[name]["inner_spcc"] == pytest.approx(two[name]["inner_spcc"], abs=1e-6)
+        assert one[name]["weight"] == pytest.approx(two[name]["weight"], abs=1e-6)

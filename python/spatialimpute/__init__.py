@@ -18,6 +18,7 @@ from ._version import __version__
 
 _LAZY = {
     "AutoImpute": "model.auto",
+    "ensemble_summary": "model.auto",
     "StImpute": "model.stimpute",
     "STGNET": "model.stgnet",
     "KNNImpute": "model.knn",

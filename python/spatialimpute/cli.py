@@ -199,6 +199,10 @@ def cmd_demo(args) -> int:
     genes = list(result.var.sort_values("reliability", ascending=False).index[:2]) + list(
         result.var.sort_values("reliability").index[:1])
     save_figure(spatial_maps(truth, result, genes, title=f"SpatialImpute demo ({args.method})"), out / "spatial_maps.png")
+    if args.method == "auto":
+        from .model.auto import ensemble_summary
+
+        print(ensemble_summary(result).to_string(float_format="%.3f"))
     print(f"imputed {result.n_vars} genes the panel lacks with {args.method} in {time.perf_counter() - start:.1f} s")
     print(f"accuracy against the simulator's truth (mean over genes): SPCC {metrics['spcc'].mean():.3f}, "
           f"PCC {metrics['pcc'].mean():.3f}, SSIM {metrics['ssim'].mean():.3f}, RMSE {metrics['rmse'].mean():.3f}")
