@@ -8,7 +8,7 @@ import pandas as pd
 from ..._stats import spearman_columns
 from ..._validation import SpatialImputeInputError
 from ...data.spatial_graph import section_knn
-from ...reliability import GeneReliability, gene_descriptors
+from ...reliability import gene_descriptors
 from .._base import BaseImputer
 from ..registry import get_method
 from .config import AutoArchitecture, AutoSchedule, Candidate, candidates
@@ -164,11 +164,10 @@ class AutoImpute(BaseImputer):
         self._heldout_spcc = spearman_columns(heldout.truth, refined)
         self._member_reliability = {}
         for name in self._members:
-            x = preds[names.index(name)]
-            model = GeneReliability().fit(gene_descriptors(x, ref_features, graph), spearman_columns(heldout.truth, x))
-            rows = self._sample_rows[name]
-            self._member_reliability[name] = np.where(
-                np.ptp(rows, axis=0) == 0, 0.0, model.predict(gene_descriptors(rows, p.reference_targets, graph)))
+            x, rows = preds[names.index(name)], self._sample_rows[name]
+            estimate = gene_reliability(gene_descriptors(x, ref_features, graph), spearman_columns(heldout.truth, x),
+                                        gene_descriptors(rows, p.reference_targets, graph), level=level, seed=self.seed)
+            self._member_reliability[name] = np.where(np.ptp(rows, axis=0)[None, :] == 0, 0.0, np.stack(estimate))
         del self._sample_rows
         from sklearn.cluster import KMeans
 
@@ -246,7 +245,9 @@ class AutoImpute(BaseImputer):
         flat = np.ptp(rows, axis=0) == 0  # a constant prediction ranks no cells: its correlation is 0
         columns = {"reliability": np.where(flat, 0.0, predicted), "reliability_lower": np.where(flat, 0.0, lower),
                    "reliability_upper": np.where(flat, 0.0, upper)}
-        columns.update({f"reliability_{name}": values for name, values in self._member_reliability.items()})
+        for name, (estimate, low, high) in self._member_reliability.items():
+            columns.update({f"reliability_{name}": estimate, f"reliability_{name}_lower": low,
+                            f"reliability_{name}_upper": high})
         return columns
 
     # ----------------------------------------------------------------- save / load
