@@ -21,9 +21,9 @@ from ..reliability import reliability_from_heldout
 from ._base import BaseImputer
 from ._config import Config, boolean, choice, integer, number
 
-#: k-means (and its PCA) is fitted on at most this many reference cells, and k-means on at
-#: most ``_KMEANS_ROWS_PER_CLUSTER`` per cluster (a random subset above it); every reference
-#: cell is then assigned to its nearest centre.
+#: k-means and its PCA are fitted on at most this many reference cells, and on at most
+#: ``_KMEANS_ROWS_PER_CLUSTER`` per cluster (per component for the PCA, when more; a random
+#: subset above it); every reference cell is then projected and assigned to its nearest centre.
 _KMEANS_MAX_ROWS = 50_000
 _KMEANS_ROWS_PER_CLUSTER = 50
 #: Spatial cells on which the reliability model refits the mapping per internal gene fold.
@@ -225,7 +225,7 @@ def cluster_reference(X: np.ndarray, n_clusters: int, labels: np.ndarray | None 
     """Cluster of each row of ``X`` (reference cells x panel genes), clusters numbered 0..C-1, none empty.
 
     Genes are z-scored (and projected on ``n_components`` principal components when there
-    are more); k-means with ``n_clusters`` centres (every row its own cluster when
+    are more, fitted on a subset of at most 50 rows a cluster); k-means with ``n_clusters`` centres (every row its own cluster when
     ``n_clusters`` reaches the number of rows). With ``labels`` the clusters are shared out
     among the labels in proportion to their sizes (at least one each) and k-means runs
     within each label.
@@ -238,8 +238,10 @@ def cluster_reference(X: np.ndarray, n_clusters: int, labels: np.ndarray | None 
         from sklearn.decomposition import PCA
 
         rng = np.random.default_rng(seed)
-        fit_rows = np.sort(rng.choice(n, _KMEANS_MAX_ROWS, replace=False)) if n > _KMEANS_MAX_ROWS else slice(None)
-        pca = PCA(n_components=n_components, svd_solver="randomized", random_state=seed).fit(Z[fit_rows])
+        n_fit = min(_KMEANS_MAX_ROWS, _KMEANS_ROWS_PER_CLUSTER * max(n_clusters, n_components))
+        fit_rows = np.sort(rng.choice(n, n_fit, replace=False)) if n > n_fit else slice(None)
+        pca = PCA(n_components=n_components, svd_solver="randomized", iterated_power=2,
+                  random_state=seed).fit(Z[fit_rows])
         Z = pca.transform(Z).astype(np.float32)
     if labels is None:
         return _kmeans(Z, n_clusters, seed)
