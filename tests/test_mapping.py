@@ -18,7 +18,7 @@ FAST = {"steps": 30}
 
 @pytest.fixture(scope="module")
 def mapped(small_pair):
-    spatial, reference, truth = small_pair
+    spatial, reference, _ = small_pair
     model = MappingImpute(spatial, reference, seed=0, device="cpu", **FAST).train()
     return model, model.impute()
 
