@@ -149,3 +149,25 @@ def test_parallel_inner_cv_matches_sequential(pair):
     for name in one:
         assert one[name]["inner_spcc"] == pytest.approx(two[name]["inner_spcc"], abs=1e-6)
         assert one[name]["weight"] == pytest.approx(two[name]["weight"], abs=1e-6)
+
+
+def test_residual_propagation_planted():
+    """Genes sharing a cell-level signal the members miss: borrowing residuals recovers it."""
+    from spatialimpute.model.auto.refine import choose_residual_propagation, propagate_residuals, residual_graph
+
+    rng = np.random.default_rng(2)
+    reference_program = rng.normal(size=(500, 1))
+    reference = reference_program @ np.ones((1, 12)) + 0.3 * rng.normal(size=(500, 12))
+    cell_signal = rng.normal(size=(400, 1))
+    truth = cell_signal @ np.ones((1, 12)) + 0.3 * rng.normal(size=(400, 12))
+    missed = 0.2 * truth + rng.normal(size=truth.shape)  # predictions that mostly miss the shared signal
+    chosen = choose_residual_propagation(truth, missed, reference)
+    assert chosen["strength"] > 0 and chosen["spcc"] > chosen["grid"][0][1] + 0.2
+    graph = residual_graph(reference, reference, exclude_self=True)
+    assert graph.diagonal().sum() == 0 and np.allclose(graph.sum(axis=0), 1.0)
+    assert propagate_residuals(truth - missed, graph).shape == truth.shape
+    # unrelated genes: nothing to borrow, strength 0
+    independent = rng.normal(size=(400, 12))
+    chosen = choose_residual_propagation(independent, 0.5 * independent + rng.normal(size=independent.shape),
+                                         rng.normal(size=(500, 12)))
+    assert chosen["strength"] == 0

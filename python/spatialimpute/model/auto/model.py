@@ -14,7 +14,7 @@ from ..registry import get_method
 from .config import AutoArchitecture, AutoSchedule, Candidate, candidates
 from .inner_cv import run_inner_cv
 from .intervals import gene_reliability, group_quantiles, interval_scale, local_spread
-from .refine import choose_smoothing, smooth
+from .refine import choose_residual_propagation, choose_smoothing, propagate_residuals, residual_graph, smooth
 from .stacking import combine, gene_moments, stack_weights
 
 #: Spatial neighbours of the per-cell interval scale and of the reliability descriptors.
@@ -36,9 +36,10 @@ class AutoImpute(BaseImputer):
     2. **Stacking** (:mod:`.stacking`): non-negative weights of the members' per-gene
        z-scores, fitted to the held-out panel genes; members with weight 0 are not trained
        on the full panel.
-    3. **Spatial refinement** (:mod:`.refine`): smoothing over the spatial neighbours
-       within each section, with a neighbourhood size and strength (0 allowed) chosen on
-       the held-out genes.
+    3. **Refinement** (:mod:`.refine`): smoothing over the spatial neighbours within each
+       section, with a neighbourhood size and strength (0 allowed) chosen on the held-out
+       genes; then the panel genes' held-out residuals propagated to correlated genes (the
+       idea of SPRITE), with a strength (0 allowed) chosen the same way.
     4. **Reliability** (:mod:`.intervals`): per target gene the predicted Spearman
        correlation (descriptor model fitted on what the ensemble did on the held-out genes)
        with a conformal interval, and per member; per cell and gene a conformal prediction
@@ -88,6 +89,11 @@ class AutoImpute(BaseImputer):
         smoothing = choose_smoothing(truth, combined, coords, sections)
         refined = smooth(combined, section_knn(coords, smoothing["neighbors"], sections), smoothing["strength"]) \
             if smoothing["strength"] else combined
+        propagation = self._fit_residual_propagation(heldout, refined)
+        final = refined
+        if propagation["strength"]:
+            graph = residual_graph(p.reference_features, p.reference_features, exclude_self=True)
+            final = refined + propagation["strength"] * propagate_residuals(truth - refined, graph)
         member_spcc = {n: spearman_columns(truth, x) for n, x in zip(names, preds)}
 
         by_name = {c.name: c for c in candidates(arch)}
@@ -108,9 +114,28 @@ class AutoImpute(BaseImputer):
             "failed": dict(heldout.failed), "anchor": self._anchor,
             "ensemble_inner_spcc": float(spearman_columns(truth, combined).mean()),
             "smoothing": {k: v for k, v in smoothing.items()},
+            "residual_propagation": propagation,
         }
         if arch.reliability:
-            self._fit_reliability(heldout, names, preds, refined, combined)
+            self._fit_reliability(heldout, names, preds, final, combined)
+
+    def _fit_residual_propagation(self, heldout, refined: np.ndarray) -> dict:
+        """Choose the strength of propagating the panel genes' held-out residuals to the targets.
+
+        The residuals are known only for the cells of the inner cross-validation, so the
+        refinement is a candidate only when those are all the cells.
+        """
+        p = self.paired
+        self._residual_strength = 0.0
+        if heldout.cells.size < p.n_cells:
+            return {"strength": 0.0, "available": False,
+                    "why": f"inner cross-validation on {heldout.cells.size} of {p.n_cells} cells"}
+        choice = choose_residual_propagation(heldout.truth, refined, p.reference_features)
+        if choice["strength"]:
+            self._residual_strength = choice["strength"]
+            self._residuals = (heldout.truth - refined).astype(np.float32)
+            self._residual_graph = residual_graph(p.reference_features, p.reference_targets)
+        return {**choice, "available": True}
 
     def _inner_workers(self) -> int:
         """Processes for the inner cross-validation: one per CPU thread granted (one on a GPU)."""
@@ -211,6 +236,8 @@ class AutoImpute(BaseImputer):
         if smooth_graph is not None:
             strength = self._smoothing[1]
             out = (1 - strength) * out + strength * combined[np.searchsorted(rows_of, smooth_graph[cells])].mean(axis=1)
+        if self._residual_strength:
+            out = out + self._residual_strength * propagate_residuals(self._residuals[cells], self._residual_graph)
         if not self.architecture.reliability:
             return out
         spread = local_spread(combined, local, np.searchsorted(rows_of, spread_graph[cells]))
@@ -255,10 +282,15 @@ class AutoImpute(BaseImputer):
         state = {"weights": self._weights, "combined_sd": self._combined_sd,
                  "candidates": [[c.name, c.method, [list(o) for o in c.options]] for c in self._candidates],
                  "anchor": self._anchor, "smoothing": list(self._smoothing), "fit_info": self.fit_info,
+                 "residual_strength": self._residual_strength,
                  "member_configs": {n: m.config() for n, m in self._members.items()}}
         for name, model in self._members.items():
             state[f"scale_mean.{name}"], state[f"scale_sd.{name}"] = self._scales[name]
             state.update({f"member.{name}.{k}": v for k, v in model._state_dict().items()})
+        if self._residual_strength:
+            graph = self._residual_graph.tocoo()
+            state.update(residuals=self._residuals, residual_rows=graph.row.astype(np.int64),
+                         residual_columns=graph.col.astype(np.int64), residual_weights=graph.data)
         if self.architecture.reliability:
             state.update(group_q=self._group_q, group_centers=self._group_centers,
                          heldout_descriptors=self._heldout_descriptors, heldout_spcc=self._heldout_spcc)
@@ -278,6 +310,16 @@ class AutoImpute(BaseImputer):
         self._combined_sd = array("combined_sd")
         self._anchor, self._smoothing = state["anchor"], (int(state["smoothing"][0]), float(state["smoothing"][1]))
         self.fit_info = state["fit_info"]
+        self._residual_strength = float(state["residual_strength"])
+        if self._residual_strength:
+            self._residuals = array("residuals").astype(np.float32)
+            import scipy.sparse as sp
+
+            self._residual_graph = sp.csc_matrix(
+                (array("residual_weights"), (array("residual_rows"), array("residual_columns"))),
+                shape=(self.paired.n_features, self.paired.n_targets))
+            if self._residuals.shape != (self.paired.n_cells, self.paired.n_features):
+                raise ValueError("residuals of another shape than the data")
         self._members, self._scales = {}, {}
         for c in self._candidates:
             cls, config = get_method(c.method), state["member_configs"][c.name]
