@@ -25,7 +25,7 @@ class AutoArchitecture(Config):
     members: tuple = choice_list(MEMBERS, MEMBERS)
     knn_neighbors: tuple = integer_list((15, 50))
     inner_folds: int = integer(3, minimum=2)
-    inner_cells: int = integer(5000, minimum=20)
+    inner_cells: int = integer(10000, minimum=20)
     interval_level: float = number(0.8, minimum=0.5, maximum=0.99)
     reliability: bool = boolean(True)
 
