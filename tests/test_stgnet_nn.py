@@ -383,3 +383,20 @@ def test_minibatches_cover_each_pass_once():
     first = torch.cat([batches() for _ in range(batches.per_pass)])
     assert batches.per_pass == 3 and first.unique().numel() == 9  # the last partial batch is dropped
     assert MiniBatches(5, 100, torch.Generator(), "cpu")().numel() == 5
+
+
+@pytest.mark.parametrize("map_size,levels,n_constant", [(16, 3, 8), (16, 3, 16), (64, 5, 3)])
+def test_unet_core_constant_channels_equal_the_full_input(map_size, levels, n_constant):
+    """Channels that are the same at every position (labels, coordinates) given as vectors:
+    the same output and gradients as the full maps, without convolving them."""
+    torch.manual_seed(0)
+    core = UNetCore(8 + n_constant, 1, ngf=4, n_levels=levels)
+    x = torch.randn(3, 8, map_size, map_size, requires_grad=True)
+    k = torch.randn(3, n_constant, requires_grad=True)
+    full = core(torch.cat([x, k[:, :, None, None].expand(-1, -1, map_size, map_size)], dim=1))
+    folded = core(x, k)
+    assert torch.allclose(full, folded, atol=1e-5)
+    g_full = torch.autograd.grad(full.square().sum(), [x, k, core.down.weight])
+    g_folded = torch.autograd.grad(folded.square().sum(), [x, k, core.down.weight])
+    for a, b in zip(g_full, g_folded):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

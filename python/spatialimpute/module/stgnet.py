@@ -79,7 +79,7 @@ def _rand_like(x: torch.Tensor, generator: torch.Generator, kind: str = "uniform
 
 
 def _adam(module: nn.Module | None, lr: float, betas: tuple[float, float]):
-    return None if module is None else torch.optim.Adam(module.parameters(), lr=lr, betas=betas)
+    return None if module is None else torch.optim.Adam(module.parameters(), lr=lr, betas=betas, fused=True)
 
 
 # --------------------------------------------------------------------------- S1

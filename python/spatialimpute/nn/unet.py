@@ -85,9 +85,25 @@ class UNetCore(nn.Module):
         self.up = nn.ConvTranspose2d(ch[0] * 2, out_channels, 5, 2, 1, bias=True)
         self.n_levels = n_levels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, in, M, M)`` to ``(B, out, M', M')`` (``M' = M - 1`` for even ``M``)."""
-        return self.up(F.relu(self.sub(self.down(x))))
+    def forward(self, x: torch.Tensor, constant: torch.Tensor | None = None) -> torch.Tensor:
+        """Map ``(B, in, M, M)`` to ``(B, out, M', M')`` (``M' = M - 1`` for even ``M``).
+
+        ``constant`` ``(B, C)``: the last ``C`` input channels, the same at every position
+        of the map (then ``x`` holds only the first ``in - C``). The result is that of the
+        full input, but the first convolution reads only ``x``: the constant channels'
+        share is, at each output position, their weights summed over the kernel taps that
+        fall inside the map, a ``(B, C) @ (C, out * positions)`` product."""
+        if constant is None:
+            return self.up(F.relu(self.sub(self.down(x))))
+        w = self.down.weight
+        n_map = x.shape[1]
+        h = F.conv2d(x, w[:, :n_map], None, self.down.stride, self.down.padding)
+        o, c = w.shape[0], w.shape[1] - n_map
+        taps = F.conv2d(x.new_ones((1, 1) + tuple(x.shape[2:])), w[:, n_map:].reshape(o * c, 1, *w.shape[2:]),
+                        None, self.down.stride, self.down.padding)  # (1, o * c, M1, M1): taps inside the map
+        taps = taps.view(o, c, -1).transpose(0, 1).reshape(c, -1)
+        h = h + (constant @ taps).view_as(h)
+        return self.up(F.relu(self.sub(h)))
 
 
 class UNetImputer(nn.Module):
@@ -152,6 +168,8 @@ class UNetImputer(nn.Module):
             self.coord_branch = None
         self.core = UNetCore(c_in, 1, ngf=ngf, n_levels=n_levels)
         self.fc_out = nn.Linear(out_size * out_size, p)
+        # channels-last convolutions: measured cheaper on CPU for these small maps (docs/notes/stgnet.md)
+        self.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def init_from_teacher(self, teacher: "UNetImputer") -> None:
@@ -205,12 +223,14 @@ class UNetImputer(nn.Module):
         if self.mask_input:
             v = torch.cat([v, mask.expand_as(x).reshape(b, -1)], dim=1)
         h = self.stem(self.fc_in(v).view(b, 1, m, m))
-        parts = [h, self.label_branch(y[:, :, None, None]).expand(-1, -1, m, m)]
+        # the label and coordinate channels are the same at every position of the map: the
+        # core reads them as (B, 8) vectors (UNetCore.forward), not as (B, 8, m, m) maps
+        constant = self.label_branch(y[:, :, None, None]).flatten(1)
         if self.coord_branch is not None:
             if c is None:
                 raise ValueError("UNetImputer built with n_coords > 0 needs coordinates c")
-            parts.append(self.coord_branch(c[:, :, None, None]).expand(-1, -1, m, m))
-        h = F.relu(self.core(torch.cat(parts, dim=1)))
+            constant = torch.cat([constant, self.coord_branch(c[:, :, None, None]).flatten(1)], dim=1)
+        h = F.relu(self.core(h, constant))
         out = torch.sigmoid(self.fc_out(h.reshape(b, -1)))
         return out.view(b, 1, self.image_size, self.image_size)
 
