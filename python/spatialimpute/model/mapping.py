@@ -47,9 +47,7 @@ class MappingArchitecture(Config):
     spreads its share of the reference over the spatial cells, so cells receive different
     total weight, about 1 on average, which scales their imputed values) or ``"cell"``
     (each spatial cell's weights sum to 1: its imputed values are a weighted mean of
-    cluster profiles); ``standardize``: divide each panel gene by its standard deviation
-    within each dataset before the fit (technology scale differences then do not weigh on
-    the cell-wise term); ``reliability``: learn per-gene reliability scores (NaN otherwise).
+    cluster profiles); ``reliability``: learn per-gene reliability scores (NaN otherwise).
     """
 
     n_clusters: int | None = integer(None, minimum=1, optional=True)
@@ -59,7 +57,6 @@ class MappingArchitecture(Config):
     gene_weight: float = number(1.0, minimum=0.0)
     cell_weight: float = number(1.0, minimum=0.0)
     normalize: str = choice("cluster", ("cluster", "cell"))
-    standardize: bool = boolean(False)
     reliability: bool = boolean(True)
 
     def _check_together(self) -> None:
@@ -141,9 +138,6 @@ class MappingImpute(BaseImputer):
         if p.normalize == "cluster":
             sizes = np.bincount(assignment).astype(np.float64)
             shares = torch.as_tensor(sizes / sizes.sum(), dtype=torch.float32, device=self.device)
-        if p.standardize:
-            measured = measured / _sd_or_one(measured)
-            profiles = profiles / _sd_or_one(reference)
         return fit_mapping(torch.as_tensor(np.ascontiguousarray(measured), dtype=torch.float32, device=self.device),
                            torch.as_tensor(profiles, dtype=torch.float32, device=self.device),
                            steps=s.steps, lr=s.lr, batch_size=s.batch_size, gene_weight=p.gene_weight,
@@ -202,11 +196,6 @@ class MappingImpute(BaseImputer):
                 "the folder is damaged or was edited: save the model again",
             )
         self._weights, self._assignment = weights, assignment
-
-
-def _sd_or_one(X: np.ndarray) -> np.ndarray:
-    sd = np.asarray(X, dtype=np.float64).std(axis=0)
-    return np.where(sd > 0, sd, 1.0).astype(np.float32)
 
 
 def cluster_means(assignment: np.ndarray, X: np.ndarray) -> np.ndarray:
