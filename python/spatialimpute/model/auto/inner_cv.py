@@ -10,7 +10,6 @@ and the reliability model are fitted on.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 import warnings
 
@@ -90,12 +89,18 @@ def _train_and_predict(candidate: Candidate, fold_data: PairedData, seed: int, d
     return np.asarray(out.X, dtype=np.float32), None, time.perf_counter() - start
 
 
+def _run_task(k: int, candidate: Candidate, fold_data: PairedData, seed: int, device):
+    """A worker process's task: one thread, no progress bars; returns ``(fold, name, result)``."""
+    return k, candidate.name, _train_and_predict(candidate, fold_data, seed, device, 1, in_worker=True)
+
+
 def run_inner_cv(paired: PairedData, candidates: list[Candidate], *, n_folds: int, max_cells: int, seed: int,
                  device, num_threads: int | None, workers: int = 1) -> HeldOut:
     """Held-out predictions of every panel gene by every candidate (see the module docstring).
 
-    With ``workers > 1`` the (fold, candidate) trainings run in that many processes of one
-    torch thread each, dearest first; every task is seeded the same way either way. A
+    With ``workers > 1`` the (fold, candidate) trainings run in that many worker processes
+    (joblib's loky) of one torch thread each, dearest first; every task is seeded the same
+    way either way. A
     candidate that refuses the fold data (:class:`SpatialImputeInputError`, e.g. too few
     panel genes for its design) is left out with a warning and recorded in ``failed``.
     """
@@ -113,16 +118,15 @@ def run_inner_cv(paired: PairedData, candidates: list[Candidate], *, n_folds: in
             results[k, c.name] = _train_and_predict(c, fold_data[k], seed, device, num_threads)
             next(bar, None)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        # joblib's loky processes: fresh interpreters (no fork of a process whose OpenMP or
+        # torch threads are running), reused across calls, and no __main__ guard needed
+        from joblib import Parallel, delayed
 
-        # fork on Linux (no re-import of the user's script, as torch's DataLoader does); spawn elsewhere
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-            futures = {pool.submit(_train_and_predict, c, fold_data[k], seed, device, 1, True): (k, c.name) for k, c in tasks}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                next(bar, None)
+        runs = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(
+            delayed(_run_task)(k, c, fold_data[k], seed, device) for k, c in tasks)
+        for k, name, result in runs:
+            results[k, name] = result
+            next(bar, None)
     predictions, seconds, failed = {}, {}, {}
     for c in candidates:
         refusals = [results[k, c.name][1] for k in range(len(folds)) if results[k, c.name][1] is not None]
