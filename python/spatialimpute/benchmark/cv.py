@@ -417,7 +417,9 @@ def _ensemble_choice(info: dict) -> dict:
             "inner_seconds": {n: m["inner_seconds"] for n, m in info["members"].items()},
             "ensemble_inner_spcc": info.get("ensemble_inner_spcc"),
             "smoothing": {k: smoothing.get(k) for k in ("neighbors", "strength", "spcc", "morans_i_measured",
-                                                         "morans_i_unrefined", "morans_i_refined")}}
+                                                         "morans_i_unrefined", "morans_i_refined")},
+            "residual_propagation": {k: info.get("residual_propagation", {}).get(k)
+                                     for k in ("strength", "spcc", "available")}}
 
 
 def _check_fold_output(out, label: str, k: int, heldout: list[str], cell_names) -> None:

@@ -142,7 +142,9 @@ def markdown_table(summary: dict) -> str:
                 weights = ", ".join(f"{n} {w:.2f} ({fold['inner_spcc'][n]:.3f})"
                                     for n, w in sorted(fold["weights"].items(), key=lambda kv: -kv[1]))
                 sm = fold["smoothing"]
-                lines.append(f"- fold {k}: {weights}; smoothing k={sm['neighbors']} strength {sm['strength']}")
+                rp = fold.get("residual_propagation") or {}
+                lines.append(f"- fold {k}: {weights}; smoothing k={sm['neighbors']} strength {sm['strength']}; "
+                             f"residual propagation {rp.get('strength')}")
             lines.append("")
     return "\n".join(lines)
 
