@@ -171,3 +171,9 @@ def test_residual_propagation_planted():
     chosen = choose_residual_propagation(independent, 0.5 * independent + rng.normal(size=independent.shape),
                                          rng.normal(size=(500, 12)))
     assert chosen["strength"] == 0
+
+
+def test_auto_output_is_non_negative_with_finite_reliability(pair):
+    train, reference, held, _ = pair
+    out = si.impute(train, reference, genes=held, library_size_key="library_size", **FAST)
+    assert (np.asarray(out.X) >= 0).all() and np.isfinite(out.var.filter(like="reliability")).all().all()

@@ -94,6 +94,7 @@ class AutoImpute(BaseImputer):
         if propagation["strength"]:
             graph = residual_graph(p.reference_features, p.reference_features, exclude_self=True)
             final = refined + propagation["strength"] * propagate_residuals(truth - refined, graph)
+        final = np.maximum(final, 0.0)  # as the output (log-normalised expression is never negative)
         member_spcc = {n: spearman_columns(truth, x) for n, x in zip(names, preds)}
 
         by_name = {c.name: c for c in candidates(arch)}
@@ -238,6 +239,7 @@ class AutoImpute(BaseImputer):
             out = (1 - strength) * out + strength * combined[np.searchsorted(rows_of, smooth_graph[cells])].mean(axis=1)
         if self._residual_strength:
             out = out + self._residual_strength * propagate_residuals(self._residuals[cells], self._residual_graph)
+        out = np.maximum(out, 0.0)  # log-normalised expression is never negative
         if not self.architecture.reliability:
             return out
         spread = local_spread(combined, local, np.searchsorted(rows_of, spread_graph[cells]))
