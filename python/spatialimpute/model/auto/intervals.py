@@ -40,6 +40,8 @@ def gene_reliability(descriptors: np.ndarray, accuracy: np.ndarray, target_descr
         interval, of the Spearman correlation itself, is centred on it and clipped to [-1, 1].
     """
     accuracy = np.asarray(accuracy, dtype=np.float64)
+    usable = np.isfinite(descriptors).all(axis=1) & np.isfinite(accuracy)  # e.g. a gene measured as all zeros
+    descriptors, accuracy = np.asarray(descriptors)[usable], accuracy[usable]
     rng = np.random.default_rng(seed)
     errors = np.empty_like(accuracy)
     folds = np.array_split(rng.permutation(accuracy.size), min(n_folds, accuracy.size))
