@@ -45,7 +45,11 @@ test_that("auto (default) fills the altExp: logcounts, lower, upper, every per-g
     expect_identical(colnames(rd)[1:4], c("reliability", "in_panel", "reliability_lower",
                                           "reliability_upper"))
     members <- grep("^reliability_knn", colnames(rd), value = TRUE)
+    members <- members[!grepl("_(lower|upper)$", members)]
     expect_gte(length(members), 1L)
+    # each kept member's predicted accuracy comes with its interval
+    expect_true(all(paste0(members, "_lower") %in% colnames(rd)))
+    expect_true(all(paste0(members, "_upper") %in% colnames(rd)))
     expect_type(rd$in_panel, "logical")
     expect_false(any(rd$in_panel))
 

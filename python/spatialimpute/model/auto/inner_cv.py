@@ -99,7 +99,7 @@ def run_inner_cv(paired: PairedData, candidates: list[Candidate], *, n_folds: in
     """Held-out predictions of every panel gene by every candidate (see the module docstring).
 
     With ``workers > 1`` the (fold, candidate) trainings run in that many worker processes
-    (joblib's loky) of one torch thread each, dearest first; every task is seeded the same
+    (loky) of one torch thread each, dearest first; every task is seeded the same
     way either way. A
     candidate that refuses the fold data (:class:`SpatialImputeInputError`, e.g. too few
     panel genes for its design) is left out with a warning and recorded in ``failed``.
@@ -118,15 +118,22 @@ def run_inner_cv(paired: PairedData, candidates: list[Candidate], *, n_folds: in
             results[k, c.name] = _train_and_predict(c, fold_data[k], seed, device, num_threads)
             next(bar, None)
     else:
-        # joblib's loky processes: fresh interpreters (no fork of a process whose OpenMP or
-        # torch threads are running), reused across calls, and no __main__ guard needed
-        from joblib import Parallel, delayed
+        # loky worker processes (vendored in joblib): fresh interpreters (no fork of a process
+        # whose OpenMP or torch threads are running) and no __main__ guard needed; shut down
+        # after the call, so that nothing outlives it (an embedding R session never cleans up)
+        from concurrent.futures import as_completed
 
-        runs = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(
-            delayed(_run_task)(k, c, fold_data[k], seed, device) for k, c in tasks)
-        for k, name, result in runs:
-            results[k, name] = result
-            next(bar, None)
+        from joblib.externals.loky import get_reusable_executor
+
+        executor = get_reusable_executor(max_workers=workers)
+        try:
+            futures = [executor.submit(_run_task, k, c, fold_data[k], seed, device) for k, c in tasks]
+            for future in as_completed(futures):
+                k, name, result = future.result()
+                results[k, name] = result
+                next(bar, None)
+        finally:
+            executor.shutdown(wait=True)
     predictions, seconds, failed = {}, {}, {}
     for c in candidates:
         refusals = [results[k, c.name][1] for k in range(len(folds)) if results[k, c.name][1] is not None]
