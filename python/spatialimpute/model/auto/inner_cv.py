@@ -99,10 +99,9 @@ def run_inner_cv(paired: PairedData, candidates: list[Candidate], *, n_folds: in
     """Held-out predictions of every panel gene by every candidate (see the module docstring).
 
     With ``workers > 1`` the (fold, candidate) trainings run in that many worker processes
-    (loky) of one torch thread each, dearest first; every task is seeded the same
-    way either way. A
-    candidate that refuses the fold data (:class:`SpatialImputeInputError`, e.g. too few
-    panel genes for its design) is left out with a warning and recorded in ``failed``.
+    (loky) of one torch thread each, dearest first; every task is seeded the same way either
+    way. A candidate that refuses the fold data (:class:`SpatialImputeInputError`, e.g. too
+    few panel genes for its design) is left out with a warning and recorded in ``failed``.
     """
     rng = np.random.default_rng(seed)
     cells = sample_cells(paired.n_cells, max_cells, rng)

@@ -180,14 +180,18 @@ class AutoImpute(BaseImputer):
         return combine([rows[n] for n in names], [self._scales[n][0] for n in names],
                        [self._scales[n][1] for n in names], self._weights)
 
-    def _fit_reliability(self, heldout, names, preds, refined, combined) -> None:
-        """Gene reliability (ensemble and members) and the per-cell interval quantiles."""
+    def _fit_reliability(self, heldout, names, preds, final, combined) -> None:
+        """Gene reliability (ensemble and members) and the per-cell interval quantiles.
+
+        ``final`` is the ensemble's refined held-out prediction (as the output is made),
+        ``combined`` the combination before refinement (whose spread scales the intervals).
+        """
         p, level = self.paired, self.architecture.interval_level
         cells = heldout.cells
         graph = section_knn(p.coords[cells], SPREAD_NEIGHBORS, p.sample_ids[cells])
         ref_features = p.reference_features
-        self._heldout_descriptors = gene_descriptors(refined, ref_features, graph)
-        self._heldout_spcc = spearman_columns(heldout.truth, refined)
+        self._heldout_descriptors = gene_descriptors(final, ref_features, graph)
+        self._heldout_spcc = spearman_columns(heldout.truth, final)
         self._member_reliability = {}
         for name in self._members:
             x, rows = preds[names.index(name)], self._sample_rows[name]
@@ -202,7 +206,7 @@ class AutoImpute(BaseImputer):
         self._group_centers = kmeans.cluster_centers_.astype(np.float32)
         spread = local_spread(combined, np.arange(cells.size), graph)
         scale = interval_scale(ref_features.std(axis=0), spread)
-        self._group_q = group_quantiles(heldout.truth - refined, scale, kmeans.labels_, n_groups, level)
+        self._group_q = group_quantiles(heldout.truth - final, scale, kmeans.labels_, n_groups, level)
         self.fit_info["intervals"] = {"level": level, "cell_groups": n_groups,
                                       "group_quantiles": [float(q) for q in self._group_q]}
 
