@@ -15,7 +15,7 @@ from .config import AutoArchitecture, AutoSchedule, Candidate, candidates
 from .inner_cv import run_inner_cv
 from .intervals import gene_reliability, group_quantiles, interval_scale, local_spread
 from .refine import choose_residual_propagation, choose_smoothing, propagate_residuals, residual_graph, smooth
-from .stacking import combine, gene_moments, stack_weights
+from .stacking import combine, gene_moments, stack_weights, zscores
 
 #: Spatial neighbours of the per-cell interval scale and of the reliability descriptors.
 SPREAD_NEIGHBORS = 6
@@ -150,16 +150,25 @@ class AutoImpute(BaseImputer):
         return int(max(1, min(threads, MAX_INNER_WORKERS)))
 
     def _fit_scales(self, cells: np.ndarray) -> None:
-        """Per-gene mean and SD of each final member's target prediction, and of the combination, on ``cells``."""
-        stats = self._member_stats()
-        self._scales = {}
-        rows = {}
-        for name, model in self._members.items():
-            rows[name] = model._block_rows(cells, stats[name])["X"]
-            self._scales[name] = gene_moments(rows[name])
-        z = self._combine_z(rows)
+        """Per-gene mean and SD of each final member's target prediction, and of the combination, on ``cells``.
+
+        One member's rows at a time (memory: two cells x targets matrices); what the members'
+        reliability needs of them is kept as per-gene descriptors (with ``reliability``).
+        """
+        p, stats = self.paired, self._member_stats()
+        graph = section_knn(p.coords[cells], SPREAD_NEIGHBORS, p.sample_ids[cells]) \
+            if self.architecture.reliability else None
+        self._scales, self._sample_descriptors, z = {}, {}, None
+        for c, weight in zip(self._candidates, self._weights):
+            rows = self._members[c.name]._block_rows(cells, stats[c.name])["X"]
+            self._scales[c.name] = gene_moments(rows)
+            if graph is not None:
+                self._sample_descriptors[c.name] = (gene_descriptors(rows, p.reference_targets, graph),
+                                                    np.ptp(rows, axis=0) == 0)
+            part = weight * zscores(rows, *self._scales[c.name])
+            z = part if z is None else z + part
+            del rows
         self._combined_sd = gene_moments(z)[1]
-        self._sample_rows = rows  # for the members' reliability (dropped after it)
 
     def _member_stats(self) -> dict:
         """Each member's global prediction statistics (a scan over all cells, once per process)."""
@@ -194,11 +203,12 @@ class AutoImpute(BaseImputer):
         self._heldout_spcc = spearman_columns(heldout.truth, final)
         self._member_reliability = {}
         for name in self._members:
-            x, rows = preds[names.index(name)], self._sample_rows[name]
+            x = preds[names.index(name)]
+            target_descriptors, flat = self._sample_descriptors[name]
             estimate = gene_reliability(gene_descriptors(x, ref_features, graph), spearman_columns(heldout.truth, x),
-                                        gene_descriptors(rows, p.reference_targets, graph), level=level, seed=self.seed)
-            self._member_reliability[name] = np.where(np.ptp(rows, axis=0)[None, :] == 0, 0.0, np.stack(estimate))
-        del self._sample_rows
+                                        target_descriptors, level=level, seed=self.seed)
+            self._member_reliability[name] = np.where(flat[None, :], 0.0, np.stack(estimate))
+        del self._sample_descriptors
         from sklearn.cluster import KMeans
 
         n_groups = int(min(MAX_CELL_GROUPS, max(1, cells.size // CELLS_PER_GROUP)))
