@@ -47,11 +47,11 @@ def test_smoothing_chosen_only_when_it_helps():
     smooth_truth = np.column_stack([np.sin(xy[:, 0] + i) + np.cos(xy[:, 1] * (1 + i / 10)) for i in range(20)])
     noisy_prediction = smooth_truth + rng.normal(scale=1.0, size=smooth_truth.shape)
     sections = np.zeros(600, dtype=np.int64)
-    chosen = choose_smoothing(smooth_truth, noisy_prediction, xy, sections)
+    chosen, _ = choose_smoothing(smooth_truth, noisy_prediction, xy, sections)
     assert chosen["strength"] > 0 and chosen["spcc"] > chosen["grid"][0][2] + 0.1
     # truth without spatial structure: smoothing cannot help, none is kept
     iid_truth = rng.normal(size=(600, 20))
-    chosen = choose_smoothing(iid_truth, iid_truth + rng.normal(scale=1.0, size=iid_truth.shape), xy, sections)
+    chosen, _ = choose_smoothing(iid_truth, iid_truth + rng.normal(scale=1.0, size=iid_truth.shape), xy, sections)
     assert chosen["strength"] == 0
 
 

@@ -12,9 +12,10 @@ from ...reliability import gene_descriptors
 from .._base import BaseImputer
 from ..registry import get_method
 from .config import AutoArchitecture, AutoSchedule, Candidate, candidates
-from .inner_cv import run_inner_cv
+from .._blocks import default_block_size
+from .inner_cv import run_inner_cv, sample_cells
 from .intervals import gene_reliability, group_quantiles, interval_scale, local_spread
-from .refine import choose_residual_propagation, choose_smoothing, propagate_residuals, residual_graph, smooth
+from .refine import choose_residual_propagation, choose_smoothing, propagate_residuals, residual_graph
 from .stacking import combine, gene_moments, stack_weights, zscores
 
 #: Spatial neighbours of the per-cell interval scale and of the reliability descriptors.
@@ -86,9 +87,7 @@ class AutoImpute(BaseImputer):
         combined_sd = gene_moments(combined_z)[1]
         combined = moments[anchor][0] + moments[anchor][1] * combined_z / combined_sd
         coords, sections = p.coords[heldout.cells], p.sample_ids[heldout.cells]
-        smoothing = choose_smoothing(truth, combined, coords, sections)
-        refined = smooth(combined, section_knn(coords, smoothing["neighbors"], sections), smoothing["strength"]) \
-            if smoothing["strength"] else combined
+        smoothing, refined = choose_smoothing(truth, combined, coords, sections)
         propagation = self._fit_residual_propagation(heldout, refined)
         final = refined
         if propagation["strength"]:
@@ -107,7 +106,8 @@ class AutoImpute(BaseImputer):
                 **c.kwargs()).train()
         self._smoothing = (smoothing["neighbors"], smoothing["strength"])
         self._anchor = names[anchor]
-        self._fit_scales(heldout.cells)
+        graph = section_knn(coords, SPREAD_NEIGHBORS, sections)  # of the inner cells, for the descriptors
+        self._fit_scales(heldout.cells, graph)
         self.fit_info = {
             "inner_folds": len(heldout.folds), "inner_cells": int(heldout.cells.size),
             "members": {n: {"weight": float(w), "inner_spcc": float(member_spcc[n].mean()),
@@ -118,7 +118,7 @@ class AutoImpute(BaseImputer):
             "residual_propagation": propagation,
         }
         if arch.reliability:
-            self._fit_reliability(heldout, names, preds, final, combined)
+            self._fit_reliability(heldout, graph, names, preds, final, combined)
 
     def _fit_residual_propagation(self, heldout, refined: np.ndarray) -> dict:
         """Choose the strength of propagating the panel genes' held-out residuals to the targets.
@@ -149,20 +149,18 @@ class AutoImpute(BaseImputer):
         threads = self.num_threads or settings.num_threads or torch.get_num_threads()
         return int(max(1, min(threads, MAX_INNER_WORKERS)))
 
-    def _fit_scales(self, cells: np.ndarray) -> None:
+    def _fit_scales(self, cells: np.ndarray, graph: np.ndarray) -> None:
         """Per-gene mean and SD of each final member's target prediction, and of the combination, on ``cells``.
 
         One member's rows at a time (memory: two cells x targets matrices); what the members'
         reliability needs of them is kept as per-gene descriptors (with ``reliability``).
         """
         p, stats = self.paired, self._member_stats()
-        graph = section_knn(p.coords[cells], SPREAD_NEIGHBORS, p.sample_ids[cells]) \
-            if self.architecture.reliability else None
         self._scales, self._sample_descriptors, z = {}, {}, None
         for c, weight in zip(self._candidates, self._weights):
             rows = self._members[c.name]._block_rows(cells, stats[c.name])["X"]
             self._scales[c.name] = gene_moments(rows)
-            if graph is not None:
+            if self.architecture.reliability:
                 self._sample_descriptors[c.name] = (gene_descriptors(rows, p.reference_targets, graph),
                                                     np.ptp(rows, axis=0) == 0)
             part = weight * zscores(rows, *self._scales[c.name])
@@ -176,7 +174,7 @@ class AutoImpute(BaseImputer):
             n, stats = self.paired.n_cells, {}
             for name, model in self._members.items():
                 if model._has_scan():
-                    size = max(1, (1 << 24) // max(1, self.paired.n_targets))
+                    size = default_block_size(n, self.paired.n_targets)
                     stats[name] = model._merge_scans([model._scan_block(np.arange(s, min(n, s + size)))
                                                       for s in range(0, n, size)])
                 else:
@@ -189,7 +187,7 @@ class AutoImpute(BaseImputer):
         return combine([rows[n] for n in names], [self._scales[n][0] for n in names],
                        [self._scales[n][1] for n in names], self._weights)
 
-    def _fit_reliability(self, heldout, names, preds, final, combined) -> None:
+    def _fit_reliability(self, heldout, graph, names, preds, final, combined) -> None:
         """Gene reliability (ensemble and members) and the per-cell interval quantiles.
 
         ``final`` is the ensemble's refined held-out prediction (as the output is made),
@@ -197,7 +195,6 @@ class AutoImpute(BaseImputer):
         """
         p, level = self.paired, self.architecture.interval_level
         cells = heldout.cells
-        graph = section_knn(p.coords[cells], SPREAD_NEIGHBORS, p.sample_ids[cells])
         ref_features = p.reference_features
         self._heldout_descriptors = gene_descriptors(final, ref_features, graph)
         self._heldout_spcc = spearman_columns(heldout.truth, final)
@@ -277,9 +274,7 @@ class AutoImpute(BaseImputer):
         if not self.architecture.reliability:
             return np.full(n, np.nan)
         p = self.paired
-        rng = np.random.default_rng(self.seed)
-        cells = np.arange(p.n_cells) if p.n_cells <= self.architecture.inner_cells else \
-            np.sort(rng.choice(p.n_cells, self.architecture.inner_cells, replace=False))
+        cells = sample_cells(p.n_cells, self.architecture.inner_cells, np.random.default_rng(self.seed))
         graph = section_knn(p.coords[cells], SPREAD_NEIGHBORS, p.sample_ids[cells])
         rows = prediction(cells)
         predicted, lower, upper = gene_reliability(self._heldout_descriptors, self._heldout_spcc,

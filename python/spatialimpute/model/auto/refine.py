@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..._stats import spearman_columns
+from ..._stats import average_ranks, pearson_columns
 from ...data.spatial_graph import section_knn
 from ...reliability import morans_i
 
@@ -35,18 +35,26 @@ def smooth(values: np.ndarray, neighbors: np.ndarray, strength: float) -> np.nda
     return (1.0 - strength) * values + strength * values[neighbors].mean(axis=1)
 
 
-def choose_smoothing(truth: np.ndarray, prediction: np.ndarray, coords: np.ndarray, sample_ids: np.ndarray) -> dict:
+def _spearman_against(truth_ranks: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """Per-gene Spearman correlation with a measurement whose ranks are already computed."""
+    return pearson_columns(truth_ranks, average_ranks(np.asarray(prediction, dtype=np.float64)))[0]
+
+
+def choose_smoothing(truth: np.ndarray, prediction: np.ndarray, coords: np.ndarray,
+                     sample_ids: np.ndarray) -> tuple[dict, np.ndarray]:
     """The grid's best ``(neighbors, strength)`` for the held-out prediction (or none), with every score.
 
     Returns
     -------
-    dict
+    (dict, numpy.ndarray)
+        The choice, and the held-out prediction refined by it. The dict has
         ``neighbors``, ``strength`` (the choice), ``spcc`` (its mean held-out Spearman
         correlation), ``grid`` (``[k, strength, spcc]`` rows), ``gain_standard_error`` (of the
         best grid point's mean gain over no smoothing), and ``morans_i_measured`` /
         ``morans_i_refined`` (mean over the held-out genes, on the 6-neighbour graph).
     """
-    unsmoothed = spearman_columns(truth, prediction)
+    truth_ranks = average_ranks(np.asarray(truth, dtype=np.float64))
+    unsmoothed = _spearman_against(truth_ranks, prediction)
     none = {"neighbors": 0, "strength": 0.0, "spcc": float(unsmoothed.mean())}
     best, best_genes = none, unsmoothed
     grid = [[0, 0.0, none["spcc"]]]
@@ -54,7 +62,7 @@ def choose_smoothing(truth: np.ndarray, prediction: np.ndarray, coords: np.ndarr
     for k in NEIGHBORS:
         graphs[k] = section_knn(coords, k, sample_ids)
         for strength in STRENGTHS[1:]:
-            genes = spearman_columns(truth, smooth(prediction, graphs[k], strength))
+            genes = _spearman_against(truth_ranks, smooth(prediction, graphs[k], strength))
             grid.append([k, strength, float(genes.mean())])
             if genes.mean() > best["spcc"]:
                 best, best_genes = {"neighbors": k, "strength": strength, "spcc": float(genes.mean())}, genes
@@ -67,7 +75,7 @@ def choose_smoothing(truth: np.ndarray, prediction: np.ndarray, coords: np.ndarr
     best.update(grid=grid, gain_standard_error=standard_error, morans_i_measured=float(morans_i(truth, guard).mean()),
                 morans_i_refined=float(morans_i(refined, guard).mean()),
                 morans_i_unrefined=float(morans_i(prediction, guard).mean()))
-    return best
+    return best, refined
 
 
 #: Panel genes each gene borrows residuals from, and the strengths tried (0 is the default).
@@ -129,10 +137,11 @@ def choose_residual_propagation(truth: np.ndarray, prediction: np.ndarray, refer
     """
     correction = propagate_residuals(truth - prediction, residual_graph(reference_panel, reference_panel,
                                                                         exclude_self=True))
-    base = spearman_columns(truth, prediction)
+    truth_ranks = average_ranks(np.asarray(truth, dtype=np.float64))
+    base = _spearman_against(truth_ranks, prediction)
     best, best_genes, grid = 0.0, base, [[0.0, float(base.mean())]]
     for strength in RESIDUAL_STRENGTHS:
-        genes = spearman_columns(truth, prediction + strength * correction)
+        genes = _spearman_against(truth_ranks, prediction + strength * correction)
         grid.append([strength, float(genes.mean())])
         if genes.mean() > best_genes.mean():
             best, best_genes = strength, genes
