@@ -29,10 +29,7 @@ def spatial_maps(measured, imputed, genes, *, coords=None, point_size: float | N
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from scipy.stats import spearmanr
 
     genes = list(genes)
@@ -83,10 +80,7 @@ def ensemble_choice(result, *, title: str | None = None):
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     from .model.auto import ensemble_summary
 
@@ -112,6 +106,16 @@ def ensemble_choice(result, *, title: str | None = None):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend unless one was chosen."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig, path) -> None:
