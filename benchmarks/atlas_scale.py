@@ -16,6 +16,7 @@ Usage::
     python benchmarks/atlas_scale.py                                   # 100k, 300k, 1M cells; knn, stimpute
     python benchmarks/atlas_scale.py --sizes 5000 --reference-cells 3000 --genes 600   # a quick check
     python benchmarks/atlas_scale.py --sizes 100000 --cluster          # also through a 2-worker LocalCluster
+    python benchmarks/atlas_scale.py --sizes 100000 --methods knn --float16-loss   # float16 store vs float32
 
 State the machine's load with the numbers: two cores shared with anything else give other times.
 """
@@ -60,13 +61,17 @@ def simulate(n_cells: int, n_reference: int, n_genes: int, n_panel: int):
 
 
 def _rss_gb(peak: bool) -> float:
-    """Peak RSS (``ru_maxrss``) or the current RSS of this process, in GB."""
-    import resource
+    """This process's peak RSS since :func:`_reset_peak_rss` (``VmHWM``) or its current RSS (``VmRSS``), in GB."""
+    key = "VmHWM:" if peak else "VmRSS:"
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith(key))
+    return kb * 1024 / 1e9
 
-    if peak:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+def _reset_peak_rss() -> None:
+    """Start the peak-RSS count afresh (Linux ``clear_refs``), so the simulation's own peak is not counted."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def _size_gb(path: str) -> float:
@@ -85,7 +90,8 @@ def run_one(n_cells: int, method: str, args) -> dict:
     si.settings.progress = False
     spatial, reference = simulate(n_cells, args.reference_cells, args.genes, args.panel)
     input_rss = _rss_gb(peak=False)
-    store = os.path.join(args.workdir, f"{method}_{n_cells}{'_cluster' if args.in_cluster else ''}.zarr")
+    _reset_peak_rss()
+    store = os.path.join(args.workdir, f"{method}_{n_cells}_{args.dtype}{'_cluster' if args.in_cluster else ''}.zarr")
     cluster = client = None
     if args.in_cluster:
         import distributed
@@ -104,11 +110,30 @@ def run_one(n_cells: int, method: str, args) -> dict:
     if client is not None:
         client.close()
         cluster.close()
-    return {"cells": n_cells, "method": method + (" (2-worker cluster)" if args.in_cluster else ""),
+    return {"cells": n_cells, "method": method + (" (2-worker cluster)" if args.in_cluster else ""), "dtype": args.dtype,
             "genes": out.n_vars, "seconds": seconds, "train_s": prov["timings"].get("train_s", float("nan")),
-            "predict_s": prov["timings"]["predict_s"], "blocks": prov["prediction"]["n_blocks"],
+            "predict_s": prov["timings"]["predict_s"], "reliability_s": prov["timings"].get("reliability_s", float("nan")),
+            "blocks": prov["prediction"]["n_blocks"],
             "input_rss_gb": input_rss, "peak_rss_gb": _rss_gb(peak=True), "store_gb": _size_gb(store),
             "column_s": open_s, "column_cells": int(column.shape[0])}
+
+
+def float16_loss(float32_store: str, float16_store: str) -> dict:
+    """How far a float16 store is from the float32 one: absolute errors and per-gene agreement."""
+    import dask.array as da
+    import numpy as np
+
+    from spatialimpute.io.zarr_store import read_lazy
+
+    x32, x16 = read_lazy(float32_store).X, read_lazy(float16_store).X.astype(np.float32)
+    diff = abs(x16 - x32)
+    max_err, mean_err, mean_value = da.compute(diff.max(), diff.mean(), abs(x32).mean())
+    genes = np.random.default_rng(0).choice(x32.shape[1], min(200, x32.shape[1]), replace=False)
+    a, b = np.asarray(x32[:, np.sort(genes)]), np.asarray(x16[:, np.sort(genes)])
+    keep = a.std(axis=0) > 0
+    corr = [np.corrcoef(a[:, j], b[:, j])[0, 1] for j in np.flatnonzero(keep)]
+    return {"max_abs_error": float(max_err), "mean_abs_error": float(mean_err),
+            "mean_abs_value": float(mean_value), "min_gene_pearson": float(np.min(corr))}
 
 
 def main(argv=None) -> int:
@@ -122,6 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--block-size", type=int, default=None, help="cells per block (default: the library's)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--cluster", action="store_true", help="also run each through a 2-worker LocalCluster")
+    parser.add_argument("--float16-loss", action="store_true",
+                        help="also write each float32 run as float16 and report the values' loss")
     parser.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
     parser.add_argument("--one", nargs=2, metavar=("CELLS", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--in-cluster", action="store_true", help=argparse.SUPPRESS)
@@ -129,29 +156,48 @@ def main(argv=None) -> int:
     if args.one:
         print(json.dumps(run_one(int(args.one[0]), args.one[1], args)))
         return 0
-    rows = []
+    rows, losses = [], []
+
+    def run(n: int, method: str, dtype: str, in_cluster: bool) -> dict | None:
+        cmd = [sys.executable, __file__, "--one", str(n), method, "--reference-cells", str(args.reference_cells),
+               "--genes", str(args.genes), "--panel", str(args.panel), "--threads", str(args.threads),
+               "--dtype", dtype, "--workdir", workdir]
+        cmd += ["--block-size", str(args.block_size)] if args.block_size else []
+        cmd += ["--in-cluster"] if in_cluster else []
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{n} {method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            return None
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
     with tempfile.TemporaryDirectory(prefix="atlas_scale_") as tmp:
         workdir = args.workdir or tmp
         for n in [int(s) for s in args.sizes.split(",")]:
             for method in args.methods.split(","):
                 for in_cluster in ([False, True] if args.cluster else [False]):
-                    cmd = [sys.executable, __file__, "--one", str(n), method, "--reference-cells",
-                           str(args.reference_cells), "--genes", str(args.genes), "--panel", str(args.panel),
-                           "--threads", str(args.threads), "--dtype", args.dtype, "--workdir", workdir]
-                    cmd += ["--block-size", str(args.block_size)] if args.block_size else []
-                    cmd += ["--in-cluster"] if in_cluster else []
-                    done = subprocess.run(cmd, capture_output=True, text=True)
-                    if done.returncode != 0:
-                        print(f"{n} {method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
-                        continue
-                    rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"| cells | method | genes | blocks | seconds (train / predict) | input RSS GB | peak RSS GB "
-          f"| store GB ({args.dtype}) | one gene's column s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+                    row = run(n, method, args.dtype, in_cluster)
+                    rows += [row] if row else []
+                if args.float16_loss and args.dtype == "float32":
+                    half = run(n, method, "float16", False)
+                    if half:
+                        rows.append(half)
+                        losses.append({"cells": n, "method": method, **float16_loss(
+                            os.path.join(workdir, f"{method}_{n}_float32.zarr"),
+                            os.path.join(workdir, f"{method}_{n}_float16.zarr"))})
+    print("| cells | method | genes | blocks | seconds (train / predict / reliability) | input RSS GB "
+          "| peak RSS GB | store | store GB | one gene's column s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['cells']:,} | {r['method']} | {r['genes']:,} | {r['blocks']} | {r['seconds']:.1f} "
-              f"({r['train_s']:.1f} / {r['predict_s']:.1f}) | {r['input_rss_gb']:.2f} | {r['peak_rss_gb']:.2f} "
-              f"| {r['store_gb']:.3f} | {r['column_s']:.3f} |")
+              f"({r['train_s']:.1f} / {r['predict_s']:.1f} / {r['reliability_s']:.1f}) | {r['input_rss_gb']:.2f} "
+              f"| {r['peak_rss_gb']:.2f} | {r['dtype']} | {r['store_gb']:.3f} | {r['column_s']:.3f} |")
+    if losses:
+        print("\n| cells | method | float16 vs float32: max abs error | mean abs error | mean abs value "
+              "| lowest per-gene Pearson (200 genes) |")
+        print("|---|---|---|---|---|---|")
+        for r in losses:
+            print(f"| {r['cells']:,} | {r['method']} | {r['max_abs_error']:.2e} | {r['mean_abs_error']:.2e} "
+                  f"| {r['mean_abs_value']:.3f} | {r['min_gene_pearson']:.6f} |")
     print(f"\n{args.threads} torch threads; reference {args.reference_cells:,} cells x {args.genes:,} genes, "
           f"panel {args.panel}; machine: {os.cpu_count()} cores (state its load)")
     return 0

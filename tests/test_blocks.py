@@ -57,6 +57,19 @@ def test_stimpute_blocks_use_the_global_blend_statistics(stimpute, whole):
     assert np.abs(alone - whole["stimpute"].X[cells]).max() > 1e-3
 
 
+def test_stimpute_blend_maxima_from_a_sample_when_cells_fill_several_blocks(small_pair, whole):
+    spatial, reference, _ = small_pair
+    sampled = si.StImpute(spatial, reference, num_threads=1, blend_max_cells=40).train()
+    one_block = sampled.impute(block_size=10**6)  # one block: one GNN pass over all cells, exact maxima
+    _same(one_block, whole["stimpute"], exact=False)
+    blocked = sampled.impute(block_size=37, scheduler="synchronous")
+    assert sampled.config()["architecture"]["blend_max_cells"] == 40
+    exact, approx = np.asarray(whole["stimpute"].X), np.asarray(blocked.X)
+    assert np.abs(exact - approx).max() > 1e-4  # the maxima of 40 cells are not those of all cells
+    corr = [np.corrcoef(exact[:, j], approx[:, j])[0, 1] for j in range(exact.shape[1]) if exact[:, j].std() > 0]
+    assert np.median(corr) > 0.9
+
+
 def test_zarr_store_equals_memory_and_opens_lazily(knn, whole, tmp_path):
     path = tmp_path / "imputed.zarr"
     out = knn.impute(out=path, block_size=100)

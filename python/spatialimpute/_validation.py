@@ -188,10 +188,14 @@ def _library_size(adata, matrix, library_size_key: str | None, argument: str) ->
     return lib
 
 
-def _dense_columns(matrix, columns: np.ndarray) -> np.ndarray:
-    sub = matrix[:, columns]
-    sub = sub.toarray() if sp.issparse(sub) else np.array(sub)
-    return sub.astype(np.float32)
+def _dense_columns(matrix, columns: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """``matrix[rows][:, columns]`` as dense float32 (one copy for dense input)."""
+    if sp.issparse(matrix):
+        sub = matrix[:, columns] if rows is None else sp.csr_matrix(matrix)[np.flatnonzero(rows)][:, columns]
+        return sub.toarray().astype(np.float32, copy=False)
+    matrix = np.asarray(matrix)
+    sub = matrix[:, columns] if rows is None else matrix[np.ix_(np.flatnonzero(rows), columns)]
+    return sub.astype(np.float32, copy=False)
 
 
 def _warn_if_not_counts(matrix, argument: str) -> None:
@@ -419,7 +423,7 @@ def prepare_pair(
     candidate = [g for g in shared if g not in target_set]
     sp_cols = spatial_genes.get_indexer(candidate)
     sp_counts = _dense_columns(sp_matrix, sp_cols)
-    ref_cand = _dense_columns(ref_matrix, reference_genes.get_indexer(candidate))[ref_keep]
+    ref_cand = _dense_columns(ref_matrix, reference_genes.get_indexer(candidate), ref_keep)
     silent = (sp_counts.sum(axis=0) == 0) | (ref_cand.sum(axis=0) == 0)
     if silent.any():
         _warn(
@@ -438,7 +442,7 @@ def prepare_pair(
         _warn(f"{int(empty_cells.sum())} spatial cells have no counts in the panel genes; their imputation rests on no data")
 
     ref_columns = reference_genes.get_indexer(features + targets)
-    ref_counts = _dense_columns(ref_matrix, ref_columns)[ref_keep]
+    ref_counts = _dense_columns(ref_matrix, ref_columns, ref_keep)
     silent_targets = ref_counts[:, len(features):].sum(axis=0) == 0
     if silent_targets.any():
         _warn(f"{int(silent_targets.sum())} target genes are all-zero in the reference and will be imputed as 0")

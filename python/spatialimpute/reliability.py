@@ -45,8 +45,15 @@ def morans_i(values: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, out, 0.0)
 
 
+#: Bytes of float64 temporaries :func:`gene_descriptors` holds at once (genes are taken in chunks).
+DESCRIPTOR_CHUNK_BYTES = 2**27
+
+
 def gene_descriptors(prediction: np.ndarray, reference: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
     """Descriptors (:data:`DESCRIPTORS`) of imputed genes, one row per gene.
+
+    Genes are described in chunks, so the float64 working copies stay near
+    :data:`DESCRIPTOR_CHUNK_BYTES` however many cells and genes there are.
 
     Parameters
     ----------
@@ -57,6 +64,13 @@ def gene_descriptors(prediction: np.ndarray, reference: np.ndarray, neighbors: n
     neighbors
         Spatial kNN indices of the cells in ``prediction``.
     """
+    rows = max(prediction.shape[0] * (neighbors.shape[1] + 2), reference.shape[0] * 2, 1)
+    chunk = max(1, DESCRIPTOR_CHUNK_BYTES // (8 * rows))
+    return np.vstack([_descriptor_rows(prediction[:, s:s + chunk], reference[:, s:s + chunk], neighbors)
+                      for s in range(0, prediction.shape[1], chunk)] or [np.empty((0, len(DESCRIPTORS)))])
+
+
+def _descriptor_rows(prediction: np.ndarray, reference: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
     prediction = np.asarray(prediction, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     eps = 1e-8

@@ -31,16 +31,34 @@ __all__ = ["GRAPH_MODES", "gene_similarity", "aggregation_matrix", "build_gene_g
 GRAPH_MODES = ("distance_code", "similarity_paper")
 
 
+#: Entries of the float64 working copy :func:`_cosine_columns` holds at once.
+_CHUNK_ENTRIES = 2**24
+
+
 def _cosine_rows(m: np.ndarray) -> np.ndarray:
     """Cosine similarity between rows; all-zero rows get similarity 0 to others, 1 to self."""
-    m = np.asarray(m, dtype=np.float64)
-    norms = np.linalg.norm(m, axis=1)
+    return _cosine_columns(np.asarray(m).T)
+
+
+def _cosine_columns(x: np.ndarray) -> np.ndarray:
+    """Cosine similarity between the columns of ``x`` (float64), accumulated over row chunks.
+
+    The Gram matrix is summed chunk by chunk, so the working memory is the ``G x G`` result
+    plus one float64 chunk of rows, however many rows (cells) ``x`` has.
+    """
+    g = x.shape[1]
+    gram = np.zeros((g, g))
+    rows = max(1, _CHUNK_ENTRIES // max(1, g))
+    for s in range(0, x.shape[0], rows):
+        part = np.asarray(x[s:s + rows], dtype=np.float64)
+        gram += part.T @ part
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
     safe = np.where(norms > 0, norms, 1.0)
-    u = m / safe[:, None]
-    s = u @ u.T
-    np.clip(s, -1.0, 1.0, out=s)
-    np.fill_diagonal(s, 1.0)
-    return s
+    gram /= safe[:, None]
+    gram /= safe[None, :]
+    np.clip(gram, -1.0, 1.0, out=gram)
+    np.fill_diagonal(gram, 1.0)
+    return gram
 
 
 def gene_similarity(
@@ -90,7 +108,7 @@ def gene_similarity(
                 f"reference_expression: expected shape (n_cells, {g}), found {x.shape}; "
                 "fix: pass the reference columns of exactly these genes, in this order."
             )
-        sim = _cosine_rows(x.T)
+        sim = _cosine_columns(x)
     else:
         sim = np.eye(g)
     if prot is not None:

@@ -173,11 +173,21 @@ def knn_average(paired, neighbors, columns: np.ndarray, weighting: str, device) 
     return weighted_neighbor_mean(indices, neighbor_weights(distances, weighting), values).cpu().numpy()
 
 
+def _rows_cols(X: np.ndarray, rows: np.ndarray | None, cols: np.ndarray) -> np.ndarray:
+    """``X[rows][:, cols]``, the matrix itself (no copy) when they select all of it in order."""
+    rows_all = rows is None or np.array_equal(rows, np.arange(X.shape[0]))
+    cols_all = np.array_equal(cols, np.arange(X.shape[1]))
+    if rows_all and cols_all:
+        return X
+    if rows_all:
+        return X[:, cols]
+    return X[np.ix_(rows, cols)] if not cols_all else X[rows]
+
+
 def find_knn(paired, feature_cols: np.ndarray, cells: np.ndarray, *, k: int, n_components: int, seed: int, device):
     """Cosine neighbours of ``cells`` in the reference, embedded jointly from ``feature_cols``."""
-    sp_emb, ref_emb = joint_embedding(
-        paired.spatial_X[np.ix_(cells, feature_cols)], paired.reference_X[:, feature_cols], n_components, seed,
-    )
+    sp_emb, ref_emb = joint_embedding(_rows_cols(paired.spatial_X, cells, feature_cols),
+                                      _rows_cols(paired.reference_X, None, feature_cols), n_components, seed)
     return knn_cosine(sp_emb, ref_emb, k, device=device)
 
 

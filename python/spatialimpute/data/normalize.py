@@ -6,11 +6,15 @@ import numpy as np
 import scipy.sparse as sp
 
 
+#: Entries of the float64 working copy :func:`log_normalize` holds at once (it works in row chunks).
+CHUNK_ENTRIES = 2**24
+
+
 def library_sizes(counts) -> np.ndarray:
     """Per-cell total counts of a cells x genes matrix (dense or sparse), as float64."""
     if sp.issparse(counts):
-        return np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
-    return np.asarray(counts, dtype=np.float64).sum(axis=1)
+        return np.asarray(counts.sum(axis=1, dtype=np.float64)).ravel()
+    return np.asarray(counts).sum(axis=1, dtype=np.float64)
 
 
 def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: float | None = None) -> np.ndarray:
@@ -41,18 +45,27 @@ def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: fl
         target_sum = float(np.median(lib[positive])) if positive.any() else 1.0
     scale = np.zeros_like(lib)
     scale[positive] = target_sum / lib[positive]
-    dense = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
-    out = dense.astype(np.float64, copy=True)
-    out *= scale[:, None]
-    np.log1p(out, out=out)
-    return out.astype(np.float32)
+    if sp.issparse(counts):
+        counts = sp.csr_matrix(counts)
+    else:
+        counts = np.asarray(counts)
+    out = np.empty(counts.shape, dtype=np.float32)
+    rows = max(1, CHUNK_ENTRIES // max(1, counts.shape[1]))
+    for s in range(0, counts.shape[0], rows):
+        part = counts[s:s + rows]
+        part = part.toarray().astype(np.float64, copy=False) if sp.issparse(part) else part.astype(np.float64)
+        part *= scale[s:s + rows, None]
+        np.log1p(part, out=part)
+        out[s:s + rows] = part
+    return out
 
 
 def standardize_genes(X: np.ndarray) -> np.ndarray:
     """Z-score each gene (column) within one dataset; constant genes become 0.
 
     Removes per-gene shifts and scale differences between technologies before spatial and
-    reference cells are compared.
+    reference cells are compared. Works in row chunks: besides the result, it holds one
+    chunk's working copy.
 
     Returns
     -------
@@ -60,6 +73,16 @@ def standardize_genes(X: np.ndarray) -> np.ndarray:
         Float32 matrix of the same shape.
     """
     X = np.asarray(X)
-    mean = X.mean(axis=0, keepdims=True)
-    sd = X.std(axis=0, keepdims=True)
-    return np.divide(X - mean, sd, out=np.zeros(X.shape, dtype=np.float32), where=sd > 0).astype(np.float32)
+    out = np.zeros(X.shape, dtype=np.float32)
+    if X.shape[0] == 0:
+        return out
+    rows = max(1, CHUNK_ENTRIES // max(1, X.shape[1]))
+    chunks = [slice(s, s + rows) for s in range(0, X.shape[0], rows)]
+    mean = X.mean(axis=0, dtype=np.float64)
+    squares = sum(np.square(X[c] - mean).sum(axis=0) for c in chunks)
+    sd = np.sqrt(squares / X.shape[0])
+    keep = sd > 0
+    inv = np.where(keep, 1.0 / np.where(keep, sd, 1.0), 0.0)
+    for c in chunks:
+        out[c] = (X[c] - mean) * inv
+    return out

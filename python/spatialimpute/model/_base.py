@@ -177,6 +177,10 @@ class BaseImputer:
         """Partial global statistics of a block that every block's prediction needs (default: none)."""
         return None
 
+    def _scan_cells(self, order: np.ndarray, block_size: int) -> np.ndarray:
+        """The cells whose :meth:`_scan_block` results make the statistics, in output ``order`` (default: all)."""
+        return order
+
     def _merge_scans(self, parts: list):
         """Combine the blocks' :meth:`_scan_block` results into the ``stats`` of :meth:`_predict_block`."""
         return None
@@ -271,9 +275,14 @@ class BaseImputer:
         blocks = [order[s:s + block_size] for s in range(0, n, block_size)]
         start = time.perf_counter()
         with BlockRunner(self, scheduler) as runner:
-            if "stats" not in self._cache:
-                self._cache["stats"] = self._merge_scans(runner.scan(blocks)) if self._has_scan() else None
-            stats = self._cache["stats"]
+            stats = None
+            if self._has_scan():  # statistics cached per set of scanned cells
+                scanned = self._scan_cells(order, block_size)
+                key = ("stats", hashlib.sha1(np.sort(scanned).tobytes()).hexdigest())
+                if key not in self._cache:
+                    self._cache[key] = self._merge_scans(runner.scan(
+                        [scanned[s:s + block_size] for s in range(0, len(scanned), block_size)]))
+                stats = self._cache[key]
             if out is None:
                 matrices = {name: np.empty((n, g), dtype=dtype) for name in ("X", *self._output_layers())}
                 for i, rows in runner.predict(blocks, list(range(len(blocks))), stats, None):

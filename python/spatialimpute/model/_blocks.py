@@ -24,10 +24,22 @@ def default_block_size(n_cells: int, n_targets: int) -> int:
     return max(1, min(n_cells, BLOCK_ENTRIES // max(1, n_targets)))
 
 
+def _task_threads(model) -> int | None:
+    """Torch threads of a block task: one in a distributed worker (each of its threads runs one
+    block on one core), the model's own in this process."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return model.num_threads
+    return 1
+
+
 def _scan_task(model, cells: np.ndarray):
     import torch
 
-    apply_num_threads(model.num_threads)
+    apply_num_threads(_task_threads(model))
     with torch.no_grad():
         return model._scan_block(cells)
 
@@ -35,7 +47,7 @@ def _scan_task(model, cells: np.ndarray):
 def _predict_task(model, cells: np.ndarray, stats, store, block: int):
     import torch
 
-    apply_num_threads(model.num_threads)
+    apply_num_threads(_task_threads(model))
     with torch.no_grad():
         rows = model._block_rows(cells, stats)
     if store is None:
@@ -55,6 +67,8 @@ class BlockRunner:
         ``None`` or ``"threads"`` (dask's local threaded scheduler, one worker per
         ``cpu_count // torch threads``), ``"synchronous"`` (one block at a time in this
         thread), a ``distributed.Client`` or a scheduler address (``"tcp://host:8786"``).
+        On a cluster each task runs with one torch thread: a worker runs as many blocks at
+        once as it has threads.
     """
 
     def __init__(self, model, scheduler=None):

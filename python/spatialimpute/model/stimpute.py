@@ -101,6 +101,9 @@ class StImputeArchitecture(Config):
     ``"joint"`` or ``"autoencoder"``; ``n_components``: joint principal components;
     ``latent_dim``: autoencoder width; ``regime``: ``"auto"``, ``"small"`` or ``"large"``;
     ``k`` neighbours, ``hidden`` head width, ``alpha`` GNN share of the final blend;
+    ``blend_max_cells``: the blend's maxima are taken over a random sample of this many
+    spatial cells when there are more (``None``: over all cells, the original; a sample
+    lets data in many blocks run the GNN once per cell rather than twice);
     ``reliability``: compute per-gene reliability (NaN otherwise); ``reliability_model``:
     ``"descriptors"`` (held-out panel genes) or ``"mlp"`` (stImpute's in-sample model).
     """
@@ -120,6 +123,7 @@ class StImputeArchitecture(Config):
     k: int | None = integer(None, minimum=1, optional=True)
     hidden: int | None = integer(32, minimum=1, optional=True)
     alpha: float | None = number(0.5, minimum=0.0, maximum=1.0, optional=True)
+    blend_max_cells: int | None = integer(50_000, minimum=1, optional=True)
     reliability: bool = boolean(True)
     reliability_model: str = choice("descriptors", ("descriptors", "mlp"))
 
@@ -160,6 +164,12 @@ class StImputeSchedule(Config):
     memory_budget_gb: float = number(1.0, minimum=0.0, inclusive=False)
 
 
+#: Bytes of the largest tensor one prediction chunk allocates. Larger buffers lie above
+#: glibc's mmap threshold (32 MiB at most), so every chunk would map fresh pages that the
+#: kernel zero-fills; below it, the freed buffers of one chunk are reused by the next.
+PREDICTION_TENSOR_BYTES = 2**24
+
+
 @contextlib.contextmanager
 def _few_threads(device: torch.device, n: int = 1):
     """Run many tiny CPU ops on one thread (thread hand-offs cost more than they gain there)."""
@@ -198,7 +208,7 @@ class StImpute(BaseImputer):
     presets = {
         "fast": {},
         "paper": {"graph_mixing": "dense", "neighbor_space": "autoencoder", "reliability_model": "mlp",
-                  "hidden": None, "alpha": None, "gnn_steps": None, "step_work": None},
+                  "hidden": None, "alpha": None, "blend_max_cells": None, "gnn_steps": None, "step_work": None},
     }
 
     # ------------------------------------------------------------------ settings
@@ -414,7 +424,9 @@ class StImpute(BaseImputer):
         pd_ = self.paired
         out_genes = None if all_genes else torch.arange(pd_.n_features, pd_.n_features + pd_.n_targets,
                                                         device=self.device)
-        chunk = self._chunk(pd_.n_features + pd_.n_targets)
+        arch, n_genes = self.architecture, pd_.n_features + pd_.n_targets
+        widest = 4 * n_genes * max(arch.k, 2 * arch.hidden)  # bytes per cell of the largest activation
+        chunk = min(self._chunk(n_genes), max(1, PREDICTION_TENSOR_BYTES // widest))
         idx = self._idx_pred if cells is None else self._idx_pred[cells]
         with torch.no_grad():
             if "reference_agg" not in self._cache:  # the gene mixing of the reference, once per process
@@ -458,7 +470,7 @@ class StImpute(BaseImputer):
         rows = torch.as_tensor(cells, device=self.device)
         gnn = self._p_all[rows, nf:] if self._p_all is not None else self._gnn_predict(cells=rows)
         idx, dist = self._blend_neighbors
-        chunk = max(1, int(self.schedule.memory_budget_gb * 2**30 / 4 // (k * self.paired.n_targets)))
+        chunk = max(1, PREDICTION_TENSOR_BYTES // (4 * k * self.paired.n_targets))
         return gnn, weighted_knn_mean(self._ref_all[:, nf:], idx[rows], dist[rows], chunk)
 
     def _scan_block(self, cells: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -471,6 +483,14 @@ class StImpute(BaseImputer):
         self._scanned = (np.array(cells, copy=True), parts)
         return tuple(t.cpu() for t in blend_statistics(*parts))
 
+    def _scan_cells(self, order: np.ndarray, block_size: int) -> np.ndarray:
+        """All cells, or a random sample of ``blend_max_cells`` of them when they fill several blocks."""
+        m = self.architecture.blend_max_cells
+        if m is None or len(order) <= max(m, block_size):
+            return order
+        rng = np.random.default_rng(derive_seed(self.seed, "stimpute-blend-cells"))
+        return order[np.sort(rng.choice(len(order), m, replace=False))]
+
     def _merge_scans(self, parts: list) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.stack([gmax for gmax, _ in parts]).max(),
                 torch.stack([cmax for _, cmax in parts]).max(dim=0).values)
@@ -479,8 +499,9 @@ class StImpute(BaseImputer):
         """``final_blend`` of the block, rescaled with the maxima over all cells (``stats``)."""
         stats = tuple(t.to(self.device) for t in stats)
         scanned = self._scanned
+        self._scanned = None
         if scanned is not None and np.array_equal(scanned[0], cells):
-            self._scanned, parts = None, scanned[1]
+            parts = scanned[1]
         else:
             parts = self._blend_parts(cells)
         return final_blend(*parts, float(self.architecture.alpha), stats).cpu().numpy()
