@@ -291,3 +291,20 @@ def test_parameter_helpers_accept_numpy_and_bounds():
             check_bool(bad, "b")
     with pytest.raises(SpatialImputeInputError, match="`method`"):
         si._validation.check_choice(["knn"], "method", {"knn"})
+
+
+def test_counts_are_kept_only_when_asked_and_the_inputs_stay_untouched(pair):
+    spatial, reference, _ = pair
+    for adata in (spatial, reference):  # dense float32: the copies normalised in place must be copies
+        adata.X = np.asarray(adata.X.toarray() if sp.issparse(adata.X) else adata.X, dtype=np.float32)
+    before = spatial.X.copy(), reference.X.copy()
+    with_counts = prepare_pair(spatial, reference)
+    without = prepare_pair(spatial, reference, keep_counts=False)
+    assert without.spatial_counts is None and without.reference_counts is None
+    assert with_counts.spatial_counts is not None and with_counts.reference_counts is not None
+    np.testing.assert_array_equal(without.spatial_X, with_counts.spatial_X)
+    np.testing.assert_array_equal(without.reference_X, with_counts.reference_X)
+    held = without.hold_out_features(np.array([0, 1])).subset_cells(np.arange(5))
+    assert held.spatial_counts is None and held.spatial_X.shape == (5, without.n_features - 2)
+    np.testing.assert_array_equal(spatial.X, before[0])
+    np.testing.assert_array_equal(reference.X, before[1])

@@ -338,6 +338,7 @@ def prepare_pair(
     library_size_key: str | None = None,
     sample_key: str | None = None,
     case_insensitive_genes: bool = False,
+    keep_counts: bool = True,
 ) -> PairedData:
     """Validate a spatial + reference pair and align it on feature and target genes.
 
@@ -369,6 +370,9 @@ def prepare_pair(
         (each such pair is reported in a warning, and must be unambiguous). By default
         names match exactly and genes that match only ignoring case are named in a
         warning (mouse ``Gad1`` and human ``GAD1`` are not the same gene).
+    keep_counts
+        Keep the raw counts beside the log-normalised values (methods that read counts);
+        ``False`` sets ``spatial_counts`` and ``reference_counts`` to ``None``.
 
     Returns
     -------
@@ -436,7 +440,8 @@ def prepare_pair(
             "genes", "at least one panel gene left as model input",
             "every shared gene is a target or all-zero", "impute fewer panel genes at a time (e.g. in folds)",
         )
-    sp_counts = sp_counts[:, ~silent]
+    if silent.any():
+        sp_counts = sp_counts[:, ~silent]
     empty_cells = sp_counts.sum(axis=1) == 0
     if empty_cells.any():
         _warn(f"{int(empty_cells.sum())} spatial cells have no counts in the panel genes; their imputation rests on no data")
@@ -450,15 +455,18 @@ def prepare_pair(
     sp_median = float(np.median(sp_lib[sp_lib > 0])) if (sp_lib > 0).any() else 1.0
     ref_median = float(np.median(ref_lib[ref_keep]))
     spatial_labels, reference_labels = _labels(spatial, reference, labels_key, reference_labels_key, ref_keep)
+    # without counts to keep, the float32 copies are normalised in place (one copy, not two)
+    spatial_X = log_normalize(sp_counts, sp_lib, sp_median, out=None if keep_counts else sp_counts)
+    reference_X = log_normalize(ref_counts, ref_lib[ref_keep], ref_median, out=None if keep_counts else ref_counts)
     return PairedData(
         cell_names=pd.Index(spatial.obs_names.astype(str)).copy(),
         feature_genes=list(features),
         target_genes=list(targets),
-        spatial_X=log_normalize(sp_counts, sp_lib, sp_median),
-        spatial_counts=sp_counts,
+        spatial_X=spatial_X,
+        spatial_counts=sp_counts if keep_counts else None,
         spatial_library_size=sp_lib.copy(),
-        reference_X=log_normalize(ref_counts, ref_lib[ref_keep], ref_median),
-        reference_counts=ref_counts,
+        reference_X=reference_X,
+        reference_counts=ref_counts if keep_counts else None,
         reference_library_size=ref_lib[ref_keep].copy(),
         coords=coords.copy(),
         sample_ids=sample_ids,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .normalize import standardize_genes
+from .normalize import gene_scales, standardize_genes
 
 #: Target number of float32 entries in one block (query chunk x reference similarities, or
 #: cells x genes of a neighbour mean).
@@ -133,25 +133,26 @@ def joint_embedding(spatial: np.ndarray, reference: np.ndarray, n_components: in
     differences between technologies); when there are more genes than ``n_components`` the
     stacked cells are projected on their principal components.
     """
-    a, b = standardize_genes(spatial), standardize_genes(reference)
-    if a.shape[1] <= n_components:
-        return a, b
+    scales_a, scales_b = gene_scales(spatial), gene_scales(reference)
+    if spatial.shape[1] <= n_components:
+        return standardize_genes(spatial, scales_a), standardize_genes(reference, scales_b)
     from sklearn.decomposition import PCA
 
-    n_a, n_total = a.shape[0], a.shape[0] + b.shape[0]
+    n_a, n_total = spatial.shape[0], spatial.shape[0] + reference.shape[0]
     rows = np.arange(n_total)
     if n_total > _PCA_MAX_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(n_total, _PCA_MAX_ROWS, replace=False))
     pca = PCA(n_components=n_components, svd_solver="randomized", random_state=seed)
-    pca.fit(np.vstack([a[rows[rows < n_a]], b[rows[rows >= n_a] - n_a]]))
-    return _project(pca, a), _project(pca, b)
+    pca.fit(np.vstack([standardize_genes(spatial[rows[rows < n_a]], scales_a),
+                       standardize_genes(reference[rows[rows >= n_a] - n_a], scales_b)]))
+    return _project(pca, spatial, scales_a), _project(pca, reference, scales_b)
 
 
-def _project(pca, X: np.ndarray) -> np.ndarray:
-    """``pca.transform(X)`` as float32, block by block (no full-size centred copy)."""
+def _project(pca, X: np.ndarray, scales: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``pca.transform`` of the standardised ``X`` as float32, block by block (no full-size copy)."""
     out = np.empty((X.shape[0], pca.n_components_), dtype=np.float32)
     for start in range(0, X.shape[0], _PCA_MAX_ROWS):
-        out[start:start + _PCA_MAX_ROWS] = pca.transform(X[start:start + _PCA_MAX_ROWS])
+        out[start:start + _PCA_MAX_ROWS] = pca.transform(standardize_genes(X[start:start + _PCA_MAX_ROWS], scales))
     return out
 
 

@@ -17,7 +17,8 @@ def library_sizes(counts) -> np.ndarray:
     return np.asarray(counts).sum(axis=1, dtype=np.float64)
 
 
-def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: float | None = None) -> np.ndarray:
+def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: float | None = None,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """Normalise counts per cell and take ``log1p`` (the SpaGE / Li et al. convention).
 
     Each cell is divided by its library size and multiplied by ``target_sum`` (default: the
@@ -33,6 +34,9 @@ def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: fl
         the full gene set when ``counts`` holds only some of the genes.
     target_sum
         Scale after division; default the median of the positive library sizes.
+    out
+        Float32 array of the same shape to write into (may be ``counts`` itself, to
+        normalise in place).
 
     Returns
     -------
@@ -49,7 +53,8 @@ def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: fl
         counts = sp.csr_matrix(counts)
     else:
         counts = np.asarray(counts)
-    out = np.empty(counts.shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(counts.shape, dtype=np.float32)
     rows = max(1, CHUNK_ENTRIES // max(1, counts.shape[1]))
     for s in range(0, counts.shape[0], rows):
         part = counts[s:s + rows]
@@ -60,12 +65,27 @@ def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: fl
     return out
 
 
-def standardize_genes(X: np.ndarray) -> np.ndarray:
+def gene_scales(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene (column) mean and inverse standard deviation, float64 (0 for constant genes).
+
+    Computed in row chunks (two passes), so no full-size working copy is made.
+    """
+    X = np.asarray(X)
+    if X.shape[0] == 0:
+        return np.zeros(X.shape[1]), np.zeros(X.shape[1])
+    mean = X.mean(axis=0, dtype=np.float64)
+    squares = sum(np.square(X[c] - mean).sum(axis=0) for c in _row_chunks(X))
+    sd = np.sqrt(squares / X.shape[0])
+    keep = sd > 0
+    return mean, np.where(keep, 1.0 / np.where(keep, sd, 1.0), 0.0)
+
+
+def standardize_genes(X: np.ndarray, scales: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Z-score each gene (column) within one dataset; constant genes become 0.
 
     Removes per-gene shifts and scale differences between technologies before spatial and
-    reference cells are compared. Works in row chunks: besides the result, it holds one
-    chunk's working copy.
+    reference cells are compared. ``scales``: :func:`gene_scales` of the whole dataset when
+    ``X`` is some of its rows (default: those of ``X``). Works in row chunks.
 
     Returns
     -------
@@ -73,16 +93,13 @@ def standardize_genes(X: np.ndarray) -> np.ndarray:
         Float32 matrix of the same shape.
     """
     X = np.asarray(X)
-    out = np.zeros(X.shape, dtype=np.float32)
-    if X.shape[0] == 0:
-        return out
-    rows = max(1, CHUNK_ENTRIES // max(1, X.shape[1]))
-    chunks = [slice(s, s + rows) for s in range(0, X.shape[0], rows)]
-    mean = X.mean(axis=0, dtype=np.float64)
-    squares = sum(np.square(X[c] - mean).sum(axis=0) for c in chunks)
-    sd = np.sqrt(squares / X.shape[0])
-    keep = sd > 0
-    inv = np.where(keep, 1.0 / np.where(keep, sd, 1.0), 0.0)
-    for c in chunks:
+    mean, inv = gene_scales(X) if scales is None else scales
+    out = np.empty(X.shape, dtype=np.float32)
+    for c in _row_chunks(X):
         out[c] = (X[c] - mean) * inv
     return out
+
+
+def _row_chunks(X: np.ndarray) -> list[slice]:
+    rows = max(1, CHUNK_ENTRIES // max(1, X.shape[1]))
+    return [slice(s, s + rows) for s in range(0, X.shape[0], rows)]

@@ -28,13 +28,14 @@ class PairedData:
     spatial_X
         Log-normalised spatial expression of the feature genes, float32 (cells x features).
     spatial_counts
-        Raw spatial values of the feature genes, float32.
+        Raw spatial values of the feature genes, float32; ``None`` unless the method reads
+        counts (``prepare_pair(keep_counts=True)``).
     spatial_library_size
         Per-cell library size used for normalisation (all genes of the spatial object).
     reference_X
         Log-normalised reference expression, float32 (reference cells x (features + targets)).
     reference_counts
-        Raw reference values, float32, same columns.
+        Raw reference values, float32, same columns; ``None`` like ``spatial_counts``.
     reference_library_size
         Per-cell library size of the reference (all of its genes).
     coords
@@ -56,10 +57,10 @@ class PairedData:
     feature_genes: list[str]
     target_genes: list[str]
     spatial_X: np.ndarray
-    spatial_counts: np.ndarray
+    spatial_counts: np.ndarray | None
     spatial_library_size: np.ndarray
     reference_X: np.ndarray
-    reference_counts: np.ndarray
+    reference_counts: np.ndarray | None
     reference_library_size: np.ndarray
     coords: np.ndarray
     sample_ids: np.ndarray
@@ -116,7 +117,7 @@ class PairedData:
         labels = self.spatial_labels
         return dataclasses.replace(
             self, cell_names=self.cell_names[cells], spatial_X=self.spatial_X[cells],
-            spatial_counts=self.spatial_counts[cells], spatial_library_size=self.spatial_library_size[cells],
+            spatial_counts=_take(self.spatial_counts, cells), spatial_library_size=self.spatial_library_size[cells],
             coords=self.coords[cells], sample_ids=self.sample_ids[cells],
             spatial_labels=None if labels is None else labels[cells],
         )
@@ -133,7 +134,12 @@ class PairedData:
         return dataclasses.replace(
             self, feature_genes=[self.feature_genes[i] for i in train],
             target_genes=[self.feature_genes[i] for i in heldout],
-            spatial_X=self.spatial_X[:, train], spatial_counts=self.spatial_counts[:, train],
-            reference_X=self.reference_X[:, columns], reference_counts=self.reference_counts[:, columns],
+            spatial_X=self.spatial_X[:, train], spatial_counts=_take(self.spatial_counts, train, axis=1),
+            reference_X=self.reference_X[:, columns], reference_counts=_take(self.reference_counts, columns, axis=1),
             target_in_panel=np.ones(heldout.size, dtype=bool),
         )
+
+
+def _take(values: np.ndarray | None, index: np.ndarray, axis: int = 0) -> np.ndarray | None:
+    """``values`` indexed along ``axis`` (``None`` stays ``None``)."""
+    return None if values is None else np.take(values, index, axis=axis)

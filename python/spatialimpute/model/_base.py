@@ -95,6 +95,9 @@ class BaseImputer:
     #: Preset name -> option values (of either config) that differ from the dataclass defaults;
     #: the first preset is the default.
     presets: dict[str, dict] = {"default": {}}
+    #: Whether the method reads raw counts besides the log-normalised values (memory: a copy
+    #: of the spatial and reference matrices is kept only for such methods).
+    reads_counts: bool = False
 
     def __init__(self, spatial, reference, genes=None, *, seed: int = 0, device="auto", spatial_layer=None,
                  reference_layer=None, spatial_key: str = "spatial", labels_key=None, reference_labels_key=None,
@@ -107,7 +110,7 @@ class BaseImputer:
             sample_key=sample_key, case_insensitive_genes=case_insensitive_genes,
         )
         self._configure(seed, device, num_threads, preset, options, data_kwargs)
-        self.paired = prepare_pair(spatial, reference, genes, **self.data_kwargs)
+        self.paired = prepare_pair(spatial, reference, genes, keep_counts=self._uses_counts(), **self.data_kwargs)
         self._spatial_obs = spatial.obs.copy()
         self._reference_names = [str(name) for name in reference.obs_names]
 
@@ -146,6 +149,10 @@ class BaseImputer:
         self._cache: dict = {}  # prediction state derived from the trained model (not saved, not sent to workers)
 
     # ----------------------------------------------------------------- subclass API
+    def _uses_counts(self) -> bool:
+        """Whether the model reads raw counts (``paired.spatial_counts``); others are given ``None``."""
+        return self.reads_counts
+
     def _fit(self) -> None:
         raise NotImplementedError
 
@@ -502,8 +509,9 @@ def _with_feature_order(paired, genes: list[str]):
     columns = np.concatenate([order, np.arange(paired.n_features, paired.n_features + paired.n_targets)])
     return dataclasses.replace(
         paired, feature_genes=list(genes), spatial_X=paired.spatial_X[:, order],
-        spatial_counts=paired.spatial_counts[:, order], reference_X=paired.reference_X[:, columns],
-        reference_counts=paired.reference_counts[:, columns],
+        spatial_counts=None if paired.spatial_counts is None else paired.spatial_counts[:, order],
+        reference_X=paired.reference_X[:, columns],
+        reference_counts=None if paired.reference_counts is None else paired.reference_counts[:, columns],
     )
 
 

@@ -489,14 +489,14 @@ class StImpute(BaseImputer):
         if m is None or len(order) <= max(m, block_size):
             return order
         rng = np.random.default_rng(derive_seed(self.seed, "stimpute-blend-cells"))
-        return order[np.sort(rng.choice(len(order), m, replace=False))]
+        return np.sort(rng.choice(len(order), m, replace=False))  # model cell indices, whatever the output order
 
     def _merge_scans(self, parts: list) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.stack([gmax for gmax, _ in parts]).max(),
                 torch.stack([cmax for _, cmax in parts]).max(dim=0).values)
 
     def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
-        """``final_blend`` of the block, rescaled with the maxima over all cells (``stats``)."""
+        """``final_blend`` of the block, rescaled with the maxima over all cells or the blend sample (``stats``)."""
         stats = tuple(t.to(self.device) for t in stats)
         scanned = self._scanned
         self._scanned = None

@@ -64,6 +64,9 @@ class AutoImpute(BaseImputer):
     Architecture = AutoArchitecture
     Schedule = AutoSchedule
 
+    def _uses_counts(self) -> bool:
+        return any(get_method(c.method).reads_counts for c in candidates(self.architecture))
+
     # ----------------------------------------------------------------- training
     def _fit(self) -> None:
         arch, p = self.architecture, self.paired

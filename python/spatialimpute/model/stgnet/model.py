@@ -76,6 +76,7 @@ class STGNET(BaseImputer):
     Architecture = STGNETArchitecture
     Schedule = STGNETSchedule
     presets = PRESETS
+    reads_counts = True
 
     # ------------------------------------------------------------------ settings
     def _resolve(self) -> None:
