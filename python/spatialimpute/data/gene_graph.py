@@ -23,16 +23,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .normalize import CHUNK_ENTRIES
+
 if TYPE_CHECKING:  # pragma: no cover
     from .embeddings import GeneEmbeddings
 
 __all__ = ["GRAPH_MODES", "gene_similarity", "aggregation_matrix", "build_gene_graph"]
 
 GRAPH_MODES = ("distance_code", "similarity_paper")
-
-
-#: Entries of the float64 working copy :func:`_cosine_columns` holds at once.
-_CHUNK_ENTRIES = 2**24
 
 
 def _cosine_rows(m: np.ndarray) -> np.ndarray:
@@ -48,7 +46,7 @@ def _cosine_columns(x: np.ndarray) -> np.ndarray:
     """
     g = x.shape[1]
     gram = np.zeros((g, g))
-    rows = max(1, _CHUNK_ENTRIES // max(1, g))
+    rows = max(1, CHUNK_ENTRIES // max(1, g))
     for s in range(0, x.shape[0], rows):
         part = np.asarray(x[s:s + rows], dtype=np.float64)
         gram += part.T @ part

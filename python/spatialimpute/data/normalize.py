@@ -6,7 +6,8 @@ import numpy as np
 import scipy.sparse as sp
 
 
-#: Entries of the float64 working copy :func:`log_normalize` holds at once (it works in row chunks).
+#: Entries of the float64 working copy a function of this package holds at once when it works
+#: through a matrix in row chunks (:func:`log_normalize`, :func:`standardize_genes`, ...).
 CHUNK_ENTRIES = 2**24
 
 
