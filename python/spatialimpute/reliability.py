@@ -16,6 +16,7 @@ import numpy as np
 
 from ._stats import spearman_columns
 from .data.spatial_graph import section_knn
+from .data.normalize import CHUNK_ENTRIES
 from .data.paired import PairedData
 
 #: Names of the per-gene descriptors, in column order.
@@ -45,15 +46,11 @@ def morans_i(values: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, out, 0.0)
 
 
-#: Bytes of float64 temporaries :func:`gene_descriptors` holds at once (genes are taken in chunks).
-DESCRIPTOR_CHUNK_BYTES = 2**27
-
-
 def gene_descriptors(prediction: np.ndarray, reference: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
     """Descriptors (:data:`DESCRIPTORS`) of imputed genes, one row per gene.
 
     Genes are described in chunks, so the float64 working copies stay near
-    :data:`DESCRIPTOR_CHUNK_BYTES` however many cells and genes there are.
+    :data:`~spatialimpute.data.normalize.CHUNK_ENTRIES` values however many cells and genes there are.
 
     Parameters
     ----------
@@ -65,7 +62,7 @@ def gene_descriptors(prediction: np.ndarray, reference: np.ndarray, neighbors: n
         Spatial kNN indices of the cells in ``prediction``.
     """
     rows = max(prediction.shape[0] * (neighbors.shape[1] + 2), reference.shape[0] * 2, 1)
-    chunk = max(1, DESCRIPTOR_CHUNK_BYTES // (8 * rows))
+    chunk = max(1, CHUNK_ENTRIES // rows)
     return np.vstack([_descriptor_rows(prediction[:, s:s + chunk], reference[:, s:s + chunk], neighbors)
                       for s in range(0, prediction.shape[1], chunk)] or [np.empty((0, len(DESCRIPTORS)))])
 

@@ -33,16 +33,12 @@ __all__ = ["GRAPH_MODES", "gene_similarity", "aggregation_matrix", "build_gene_g
 GRAPH_MODES = ("distance_code", "similarity_paper")
 
 
-def _cosine_rows(m: np.ndarray) -> np.ndarray:
-    """Cosine similarity between rows; all-zero rows get similarity 0 to others, 1 to self."""
-    return _cosine_columns(np.asarray(m).T)
-
-
 def _cosine_columns(x: np.ndarray) -> np.ndarray:
     """Cosine similarity between the columns of ``x`` (float64), accumulated over row chunks.
 
     The Gram matrix is summed chunk by chunk, so the working memory is the ``G x G`` result
-    plus one float64 chunk of rows, however many rows (cells) ``x`` has.
+    plus one float64 chunk of rows, however many rows (cells) ``x`` has. An all-zero column
+    gets similarity 0 to the others and 1 to itself.
     """
     g = x.shape[1]
     gram = np.zeros((g, g))
@@ -92,7 +88,7 @@ def gene_similarity(
     if embeddings is not None:
         vecs, has = embeddings.lookup(genes)
         if has.any():
-            prot = _cosine_rows(vecs[has])
+            prot = _cosine_columns(np.asarray(vecs[has]).T)
     if not has.all():
         if reference_expression is None:
             raise ValueError(
