@@ -11,7 +11,7 @@ from spatialimpute.data.normalize import library_sizes, log_normalize
 from spatialimpute.model.auto import ensemble_summary
 from spatialimpute.model.auto.intervals import conformal_quantile
 from spatialimpute.model.auto.refine import choose_smoothing
-from spatialimpute.model.auto.stacking import stack_weights
+from spatialimpute.model.auto.stacking import combine, gene_moments, member_agreement, stack_weights
 
 FAST = {"members": ("knn",), "num_threads": 1}
 
@@ -39,6 +39,26 @@ def test_stacking_weights_planted():
     # the common scale: a shrunk copy of the good member is as good as the member itself
     w = stack_weights(truth, [shrunk_good, bad])
     assert w[0] > 0.9
+
+
+def test_member_agreement_is_the_weighted_mean_correlation():
+    rng = np.random.default_rng(2)
+    shared = rng.normal(size=(500, 4))
+    noise = [0.0, 0.5, 1.0, 3.0]  # gene j: members share the signal, with noise of this SD
+    members = [shared + rng.normal(size=shared.shape) * np.array(noise) for _ in range(3)]
+    weights = np.array([0.5, 0.3, 0.2])
+    moments = [gene_moments(x) for x in members]
+    combined_sd = gene_moments(combine(members, [m for m, _ in moments], [s for _, s in moments], weights))[1]
+    agreement = member_agreement(combined_sd, weights)
+    expected = []
+    for g in range(4):
+        r = np.corrcoef([x[:, g] for x in members])
+        pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+        expected.append(sum(weights[i] * weights[j] * r[i, j] for i, j in pairs)
+                        / sum(weights[i] * weights[j] for i, j in pairs))
+    np.testing.assert_allclose(agreement, expected, atol=1e-5)
+    assert agreement[0] == pytest.approx(1.0, abs=1e-5) and np.all(np.diff(agreement) < 0)
+    np.testing.assert_array_equal(member_agreement(np.full(3, 0.7), np.array([1.0])), 1.0)
 
 
 def test_smoothing_chosen_only_when_it_helps():

@@ -8,7 +8,7 @@ import pandas as pd
 from ..._stats import spearman_columns
 from ..._validation import SpatialImputeInputError
 from ...data.spatial_graph import section_knn
-from ...reliability import gene_descriptors
+from ...reliability import DESCRIPTORS, gene_descriptors
 from .._base import BaseImputer
 from ..registry import get_method
 from .config import AutoArchitecture, AutoSchedule, Candidate, candidates
@@ -16,7 +16,7 @@ from .._blocks import default_block_size
 from .inner_cv import run_inner_cv, sample_cells
 from .intervals import gene_reliability, group_quantiles, interval_scale, local_spread
 from .refine import choose_residual_propagation, choose_smoothing, propagate_residuals, residual_graph
-from .stacking import combine, gene_moments, stack_weights, zscores
+from .stacking import combine, gene_moments, member_agreement, stack_weights, zscores
 
 #: Spatial neighbours of the per-cell interval scale and of the reliability descriptors.
 SPREAD_NEIGHBORS = 6
@@ -42,8 +42,9 @@ class AutoImpute(BaseImputer):
        genes; then the panel genes' held-out residuals propagated to correlated genes (the
        idea of SPRITE), with a strength (0 allowed) chosen the same way.
     4. **Reliability** (:mod:`.intervals`): per target gene the predicted Spearman
-       correlation (descriptor model fitted on what the ensemble did on the held-out genes)
-       with a conformal interval, and per member; per cell and gene a conformal prediction
+       correlation (descriptor model fitted on what the ensemble did on the held-out genes;
+       its descriptors include how well the members agree on the gene) with a conformal
+       interval, and per member; per cell and gene a conformal prediction
        interval in ``layers["lower"]`` / ``layers["upper"]``.
 
     The members' final models are trained on all panel genes and all cells, and the result is
@@ -121,7 +122,8 @@ class AutoImpute(BaseImputer):
             "residual_propagation": propagation,
         }
         if arch.reliability:
-            self._fit_reliability(heldout, graph, names, preds, final, combined)
+            self._fit_reliability(heldout, graph, names, preds, final, combined,
+                                  member_agreement(combined_sd, weights))
 
     def _fit_residual_propagation(self, heldout, refined: np.ndarray) -> dict:
         """Choose the strength of propagating the panel genes' held-out residuals to the targets.
@@ -190,16 +192,18 @@ class AutoImpute(BaseImputer):
         return combine([rows[n] for n in names], [self._scales[n][0] for n in names],
                        [self._scales[n][1] for n in names], self._weights)
 
-    def _fit_reliability(self, heldout, graph, names, preds, final, combined) -> None:
+    def _fit_reliability(self, heldout, graph, names, preds, final, combined, agreement) -> None:
         """Gene reliability (ensemble and members) and the per-cell interval quantiles.
 
         ``final`` is the ensemble's refined held-out prediction (as the output is made),
-        ``combined`` the combination before refinement (whose spread scales the intervals).
+        ``combined`` the combination before refinement (whose spread scales the intervals),
+        ``agreement`` the members' agreement on each held-out gene (an extra descriptor of
+        the ensemble's reliability).
         """
         p, level = self.paired, self.architecture.interval_level
         cells = heldout.cells
         ref_features = p.reference_features
-        self._heldout_descriptors = gene_descriptors(final, ref_features, graph)
+        self._heldout_descriptors = np.column_stack([gene_descriptors(final, ref_features, graph), agreement])
         self._heldout_spcc = spearman_columns(heldout.truth, final)
         self._member_reliability = {}
         for name in self._members:
@@ -280,8 +284,9 @@ class AutoImpute(BaseImputer):
         cells = sample_cells(p.n_cells, self.architecture.inner_cells, np.random.default_rng(self.seed))
         graph = section_knn(p.coords[cells], SPREAD_NEIGHBORS, p.sample_ids[cells])
         rows = prediction(cells)
-        predicted, lower, upper = gene_reliability(self._heldout_descriptors, self._heldout_spcc,
-                                                   gene_descriptors(rows, p.reference_targets, graph),
+        descriptors = np.column_stack([gene_descriptors(rows, p.reference_targets, graph),
+                                       member_agreement(self._combined_sd, self._weights)])
+        predicted, lower, upper = gene_reliability(self._heldout_descriptors, self._heldout_spcc, descriptors,
                                                    level=self.architecture.interval_level, seed=self.seed)
         flat = np.ptp(rows, axis=0) == 0  # a constant prediction ranks no cells: its correlation is 0
         columns = {"reliability": np.where(flat, 0.0, predicted), "reliability_lower": np.where(flat, 0.0, lower),
@@ -349,6 +354,9 @@ class AutoImpute(BaseImputer):
         if self.architecture.reliability:
             self._group_q, self._group_centers = array("group_q"), array("group_centers")
             self._heldout_descriptors, self._heldout_spcc = array("heldout_descriptors"), array("heldout_spcc")
+            if self._heldout_descriptors.shape[1] != len(DESCRIPTORS) + 1:
+                raise ValueError("reliability descriptors of another kind (saved by an earlier version): "
+                                 "train and save the model again")
             self._member_reliability = {c.name: array(f"member_reliability.{c.name}") for c in self._candidates}
 
     # ----------------------------------------------------------------- reporting

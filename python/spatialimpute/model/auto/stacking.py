@@ -55,6 +55,20 @@ def stack_weights(truth: np.ndarray, predictions: list[np.ndarray]) -> np.ndarra
     return weights / weights.sum()
 
 
+def member_agreement(combined_sd: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per gene, the weighted mean correlation between the members' predictions over cells.
+
+    The variance of the weighted sum of unit-variance z-scores is ``sum_mn w_m w_n r_mn``, so
+    with ``c`` the sum of squared weights, ``(sd**2 - c) / (1 - c)`` is the mean of the
+    correlations ``r_mn`` between different members weighted by ``w_m w_n``; 1 with one member.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    own = float((weights**2).sum())
+    if own >= 1.0 - 1e-12:
+        return np.ones_like(np.asarray(combined_sd, dtype=np.float64))
+    return (np.asarray(combined_sd, dtype=np.float64) ** 2 - own) / (1.0 - own)
+
+
 def combine(predictions: list[np.ndarray], means: list[np.ndarray], sds: list[np.ndarray],
             weights: np.ndarray) -> np.ndarray:
     """Weighted sum of the members' z-scores (float32), members with zero weight skipped."""
