@@ -11,8 +11,7 @@ from spatialimpute.data.normalize import library_sizes, log_normalize
 from spatialimpute.model.auto import ensemble_summary
 from spatialimpute.model.auto.intervals import conformal_quantile
 from spatialimpute.model.auto.refine import choose_smoothing
-from spatialimpute.model.auto.stacking import (baseline_suffices, combine, gene_moments, member_agreement,
-                                               stack_weights)
+from spatialimpute.model.auto.stacking import combine, gene_moments, member_agreement, stack_weights
 
 FAST = {"members": ("knn",), "num_threads": 1}
 
@@ -62,17 +61,6 @@ def test_member_agreement_is_the_weighted_mean_correlation():
     np.testing.assert_array_equal(member_agreement(np.full(3, 0.7), np.array([1.0])), 1.0)
 
 
-def test_baseline_rule_needs_a_gain_beyond_one_standard_error():
-    rng = np.random.default_rng(3)
-    baseline = rng.uniform(0.1, 0.5, size=40)
-    clear = baseline + 0.05 + rng.normal(scale=0.02, size=40)  # gain 0.05, SE about 0.003
-    noisy = baseline + 0.005 + rng.normal(scale=0.1, size=40)  # gain 0.005, SE about 0.016
-    assert baseline_suffices(clear, baseline)[0] is False
-    suffices, gain, standard_error = baseline_suffices(noisy, baseline)
-    assert suffices and gain < standard_error
-    assert baseline_suffices(clear[:1], baseline[:1])[0]  # one gene cannot show a gain
-
-
 def test_smoothing_chosen_only_when_it_helps():
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 10, size=(600, 2))
@@ -116,10 +104,6 @@ def test_auto_end_to_end(pair):
     assert 0.6 < coverage < 0.97
     assert prov["auto"]["smoothing"]["strength"] in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert "morans_i_measured" in prov["auto"]["smoothing"]
-    rule = prov["auto"]["baseline_rule"]
-    assert rule["baseline"].startswith("knn_") and isinstance(rule["ensemble_kept"], bool)
-    if not rule["ensemble_kept"]:  # the kNN candidate alone
-        assert table.loc[rule["baseline"], "weight"] == 1.0
 
 
 def test_default_method_is_auto(pair):

@@ -416,7 +416,6 @@ def _ensemble_choice(info: dict) -> dict:
             "inner_spcc": {n: m["inner_spcc"] for n, m in info["members"].items()},
             "inner_seconds": {n: m["inner_seconds"] for n, m in info["members"].items()},
             "ensemble_inner_spcc": info.get("ensemble_inner_spcc"),
-            "baseline_rule": info.get("baseline_rule"),
             "smoothing": {k: smoothing.get(k) for k in ("neighbors", "strength", "spcc", "morans_i_measured",
                                                          "morans_i_unrefined", "morans_i_refined")},
             "residual_propagation": {k: info.get("residual_propagation", {}).get(k)

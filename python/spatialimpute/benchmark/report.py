@@ -143,9 +143,7 @@ def markdown_table(summary: dict) -> str:
                                     for n, w in sorted(fold["weights"].items(), key=lambda kv: -kv[1]))
                 sm = fold["smoothing"]
                 rp = fold.get("residual_propagation") or {}
-                rule = fold.get("baseline_rule") or {}
-                kept = "" if rule.get("ensemble_kept", True) else f"; {rule['baseline']} alone (baseline rule)"
-                lines.append(f"- fold {k}: {weights}{kept}; smoothing k={sm['neighbors']} strength {sm['strength']}; "
+                lines.append(f"- fold {k}: {weights}; smoothing k={sm['neighbors']} strength {sm['strength']}; "
                              f"residual propagation {rp.get('strength')}")
             lines.append("")
     return "\n".join(lines)

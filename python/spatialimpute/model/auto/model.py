@@ -16,7 +16,7 @@ from .._blocks import default_block_size
 from .inner_cv import run_inner_cv, sample_cells
 from .intervals import gene_reliability, group_quantiles, interval_scale, local_spread
 from .refine import choose_residual_propagation, choose_smoothing, propagate_residuals, residual_graph
-from .stacking import baseline_suffices, combine, gene_moments, member_agreement, stack_weights, zscores
+from .stacking import combine, gene_moments, member_agreement, stack_weights, zscores
 
 #: Spatial neighbours of the per-cell interval scale and of the reliability descriptors.
 SPREAD_NEIGHBORS = 6
@@ -84,21 +84,12 @@ class AutoImpute(BaseImputer):
         names = list(heldout.predictions)
         truth = heldout.truth
         preds = [heldout.predictions[n] for n in names]
-        member_spcc = {n: spearman_columns(truth, x) for n, x in zip(names, preds)}
-        moments = [gene_moments(x) for x in preds]
-
-        def combination(weights):
-            anchor = int(np.argmax(weights))
-            combined_z = combine(preds, [m for m, _ in moments], [s for _, s in moments], weights)
-            combined_sd = gene_moments(combined_z)[1]
-            return anchor, combined_sd, moments[anchor][0] + moments[anchor][1] * combined_z / combined_sd
-
         weights = stack_weights(truth, preds)
-        anchor, combined_sd, combined = combination(weights)
-        baseline_rule = self._baseline_rule(names, member_spcc, spearman_columns(truth, combined))
-        if not baseline_rule["ensemble_kept"]:
-            weights = np.array([float(n == baseline_rule["baseline"]) for n in names])
-            anchor, combined_sd, combined = combination(weights)
+        moments = [gene_moments(x) for x in preds]
+        anchor = int(np.argmax(weights))
+        combined_z = combine(preds, [m for m, _ in moments], [s for _, s in moments], weights)
+        combined_sd = gene_moments(combined_z)[1]
+        combined = moments[anchor][0] + moments[anchor][1] * combined_z / combined_sd
         coords, sections = p.coords[heldout.cells], p.sample_ids[heldout.cells]
         smoothing, refined = choose_smoothing(truth, combined, coords, sections)
         propagation = self._fit_residual_propagation(heldout, refined)
@@ -107,6 +98,7 @@ class AutoImpute(BaseImputer):
             graph = residual_graph(p.reference_features, p.reference_features, exclude_self=True)
             final = refined + propagation["strength"] * propagate_residuals(truth - refined, graph)
         final = np.maximum(final, 0.0)  # as the output (log-normalised expression is never negative)
+        member_spcc = {n: spearman_columns(truth, x) for n, x in zip(names, preds)}
 
         by_name = {c.name: c for c in candidates(arch)}
         self._candidates = [by_name[n] for n, w in zip(names, weights) if w > 0]
@@ -126,28 +118,12 @@ class AutoImpute(BaseImputer):
                             "inner_seconds": float(heldout.seconds[n])} for n, w in zip(names, weights)},
             "failed": dict(heldout.failed), "anchor": self._anchor,
             "ensemble_inner_spcc": float(spearman_columns(truth, combined).mean()),
-            "baseline_rule": baseline_rule,
             "smoothing": {k: v for k, v in smoothing.items()},
             "residual_propagation": propagation,
         }
         if arch.reliability:
             self._fit_reliability(heldout, graph, names, preds, final, combined,
                                   member_agreement(combined_sd, weights))
-
-    def _baseline_rule(self, names: list[str], member_spcc: dict, ensemble_spcc: np.ndarray) -> dict:
-        """Keep the stacked combination only if it beats the best kNN candidate by more than one SE.
-
-        Returns the record for ``fit_info``: ``baseline`` (the best kNN candidate, ``None``
-        without one), ``gain`` and ``standard_error`` of the combination's per-gene gain over
-        it on the held-out genes, and ``ensemble_kept``.
-        """
-        knn_candidates = {c.name for c in candidates(self.architecture) if c.method == "knn"}
-        knn = [n for n in names if n in knn_candidates]
-        if not knn:
-            return {"baseline": None, "gain": None, "standard_error": None, "ensemble_kept": True}
-        baseline = max(knn, key=lambda n: float(np.nanmean(member_spcc[n])))
-        suffices, gain, standard_error = baseline_suffices(ensemble_spcc, member_spcc[baseline])
-        return {"baseline": baseline, "gain": gain, "standard_error": standard_error, "ensemble_kept": not suffices}
 
     def _fit_residual_propagation(self, heldout, refined: np.ndarray) -> dict:
         """Choose the strength of propagating the panel genes' held-out residuals to the targets.

@@ -7,12 +7,6 @@ minimise the squared error between the weighted sum of the members' z-scores and
 measured z-scores of the held-out panel genes, pooled over genes and cells, under
 non-negativity (an NNLS on the members' Gram matrix). The combination is mapped back to the
 log-normalised scale of the member with the largest weight.
-
-The combination is kept only if it beats the best kNN candidate, the simplest member, by more
-than one standard error of the per-gene gain on the held-out genes; otherwise that kNN
-candidate is used alone (the one-standard-error rule the refinements follow too): where
-there are too few cells or genes for the inner cross-validation to tell the members apart,
-the weights it fits are noise, and the fitted combination's score is optimistic.
 """
 
 from __future__ import annotations
@@ -59,29 +53,6 @@ def stack_weights(truth: np.ndarray, predictions: list[np.ndarray]) -> np.ndarra
     if weights.sum() <= 0:  # no member agrees with the measurement: fall back to equal weights
         weights = np.ones(m)
     return weights / weights.sum()
-
-
-def baseline_suffices(ensemble_spcc: np.ndarray, baseline_spcc: np.ndarray) -> tuple[bool, float, float]:
-    """Whether the ensemble fails to beat the baseline by more than one standard error.
-
-    Parameters
-    ----------
-    ensemble_spcc, baseline_spcc
-        Held-out Spearman correlation of each panel gene (NaN genes are skipped).
-
-    Returns
-    -------
-    (bool, float, float)
-        True when the mean per-gene gain of the ensemble is at most its standard error
-        (or there are fewer than two genes to judge by), then the mean gain and its
-        standard error.
-    """
-    gain = np.asarray(ensemble_spcc, dtype=np.float64) - np.asarray(baseline_spcc, dtype=np.float64)
-    gain = gain[np.isfinite(gain)]
-    if gain.size < 2:
-        return True, float("nan"), float("inf")
-    standard_error = float(gain.std(ddof=1) / np.sqrt(gain.size))
-    return not gain.mean() > standard_error, float(gain.mean()), standard_error
 
 
 def member_agreement(combined_sd: np.ndarray, weights: np.ndarray) -> np.ndarray:
