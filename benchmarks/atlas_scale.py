@@ -15,8 +15,11 @@ Usage::
 
     python benchmarks/atlas_scale.py                                   # 100k, 300k, 1M cells; knn, stimpute
     python benchmarks/atlas_scale.py --sizes 5000 --reference-cells 3000 --genes 600   # a quick check
-    python benchmarks/atlas_scale.py --sizes 100000 --cluster          # also through a 2-worker LocalCluster
+    python benchmarks/atlas_scale.py --sizes 100000 --schedulers local,cluster   # also through a 2-worker LocalCluster
     python benchmarks/atlas_scale.py --sizes 100000 --methods knn --float16-loss   # float16 store vs float32
+
+The peak RSS is also given per phase of the call (the highest RSS sampled every 0.2 s in each;
+construction is the time the call's parts do not account for, taken to come first).
 
 State the machine's load with the numbers: two cores shared with anything else give other times.
 """
@@ -74,6 +77,40 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
+class RSSSampler:
+    """The process's RSS every ``interval`` seconds in a background thread, to place the peak in time."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        import threading
+
+        self.interval, self.samples = interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter() - start, _rss_gb(peak=False)))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RSSSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def phase_peaks(self, phases: list[tuple[str, float]]) -> dict:
+        """Highest sampled RSS (GB) within each phase, the phases ``(name, seconds)`` taken to follow each other."""
+        out, start = {}, 0.0
+        for name, seconds in phases:
+            inside = [rss for t, rss in self.samples if start <= t < start + seconds]
+            out[name] = max(inside) if inside else float("nan")
+            start += seconds
+        return out
+
+
 def _size_gb(path: str) -> float:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 1e9
 
@@ -100,10 +137,15 @@ def run_one(n_cells: int, method: str, args) -> dict:
                                            dashboard_address=None, host="127.0.0.1")
         client = distributed.Client(cluster)
     start = time.perf_counter()
-    out = si.impute(spatial, reference, method=method, out=store, scheduler=client, block_size=args.block_size,
-                    dtype=args.dtype, num_threads=args.threads)
+    with RSSSampler() as sampler:
+        out = si.impute(spatial, reference, method=method, out=store, scheduler=client, block_size=args.block_size,
+                        dtype=args.dtype, num_threads=args.threads)
     seconds = time.perf_counter() - start
     prov = out.uns["spatialimpute"]
+    timings = prov["timings"]
+    parts = [(name, timings.get(f"{name}_s", 0.0)) for name in ("train", "predict", "reliability")]
+    # the call is construction (validation, normalisation) then training, prediction, reliability
+    phase_rss = sampler.phase_peaks([("construct", seconds - sum(s for _, s in parts)), *parts])
     opened = time.perf_counter()
     column = np.asarray(read_lazy(store).X[:, out.n_vars // 2].compute())
     open_s = time.perf_counter() - opened
@@ -115,7 +157,7 @@ def run_one(n_cells: int, method: str, args) -> dict:
             "predict_s": prov["timings"]["predict_s"], "reliability_s": prov["timings"].get("reliability_s", float("nan")),
             "blocks": prov["prediction"]["n_blocks"],
             "input_rss_gb": input_rss, "peak_rss_gb": _rss_gb(peak=True), "store_gb": _size_gb(store),
-            "column_s": open_s, "column_cells": int(column.shape[0])}
+            "column_s": open_s, "column_cells": int(column.shape[0]), "phase_rss_gb": phase_rss}
 
 
 def float16_loss(float32_store: str, float16_store: str) -> dict:
@@ -146,13 +188,17 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default %(default)s)")
     parser.add_argument("--block-size", type=int, default=None, help="cells per block (default: the library's)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
-    parser.add_argument("--cluster", action="store_true", help="also run each through a 2-worker LocalCluster")
+    parser.add_argument("--schedulers", default="local",
+                        help="comma-separated: local (the threaded scheduler), cluster (a 2-worker LocalCluster)")
     parser.add_argument("--float16-loss", action="store_true",
                         help="also write each float32 run as float16 and report the values' loss")
     parser.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
     parser.add_argument("--one", nargs=2, metavar=("CELLS", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--in-cluster", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    schedulers = args.schedulers.split(",")
+    if not schedulers or not set(schedulers) <= {"local", "cluster"}:
+        parser.error(f"--schedulers: local and/or cluster; found {args.schedulers!r}")
     if args.one:
         print(json.dumps(run_one(int(args.one[0]), args.one[1], args)))
         return 0
@@ -174,10 +220,10 @@ def main(argv=None) -> int:
         workdir = args.workdir or tmp
         for n in [int(s) for s in args.sizes.split(",")]:
             for method in args.methods.split(","):
-                for in_cluster in ([False, True] if args.cluster else [False]):
+                for in_cluster in [s == "cluster" for s in schedulers]:
                     row = run(n, method, args.dtype, in_cluster)
                     rows += [row] if row else []
-                if args.float16_loss and args.dtype == "float32":
+                if args.float16_loss and args.dtype == "float32" and "local" in schedulers:
                     half = run(n, method, "float16", False)
                     if half:
                         rows.append(half)
@@ -185,12 +231,13 @@ def main(argv=None) -> int:
                             os.path.join(workdir, f"{method}_{n}_float32.zarr"),
                             os.path.join(workdir, f"{method}_{n}_float16.zarr"))})
     print("| cells | method | genes | blocks | seconds (train / predict / reliability) | input RSS GB "
-          "| peak RSS GB | store | store GB | one gene's column s |")
+          "| peak RSS GB (construct / train / predict / reliability) | store | store GB | one gene's column s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        phases = " / ".join(f"{r['phase_rss_gb'][k]:.2f}" for k in ("construct", "train", "predict", "reliability"))
         print(f"| {r['cells']:,} | {r['method']} | {r['genes']:,} | {r['blocks']} | {r['seconds']:.1f} "
               f"({r['train_s']:.1f} / {r['predict_s']:.1f} / {r['reliability_s']:.1f}) | {r['input_rss_gb']:.2f} "
-              f"| {r['peak_rss_gb']:.2f} | {r['dtype']} | {r['store_gb']:.3f} | {r['column_s']:.3f} |")
+              f"| {r['peak_rss_gb']:.2f} ({phases}) | {r['dtype']} | {r['store_gb']:.3f} | {r['column_s']:.3f} |")
     if losses:
         print("\n| cells | method | float16 vs float32: max abs error | mean abs error | mean abs value "
               "| lowest per-gene Pearson (200 genes) |")
