@@ -58,18 +58,19 @@ def knn_cosine(query, reference, k: int, *, device: torch.device | str = "cpu", 
     r = torch.nn.functional.normalize(_as_tensor(reference, device), dim=1)
     k_eff = min(int(k) + int(exclude_self), r.shape[0])
     step = _chunk_rows(r.shape[0], chunk_size)
-    out_idx, out_dist = [], []
+    k_out = k_eff - int(exclude_self)
+    # filled in place: concatenating per-chunk tables would hold them twice at the end
+    out_idx = torch.empty((q.shape[0], k_out), dtype=torch.int64, device=device)
+    out_dist = torch.empty((q.shape[0], k_out), dtype=torch.float32, device=device)
     for start in range(0, q.shape[0], step):
         sim = q[start : start + step] @ r.T
         if exclude_self:
             rows = torch.arange(sim.shape[0], device=device)
             sim[rows, rows + start] = -float("inf")
         top, idx = torch.topk(sim, k_eff, dim=1, largest=True, sorted=True)
-        if exclude_self:
-            top, idx = top[:, : k_eff - 1], idx[:, : k_eff - 1]
-        out_idx.append(idx)
-        out_dist.append(1.0 - top)
-    return torch.cat(out_idx), torch.cat(out_dist)
+        out_idx[start : start + step] = idx[:, :k_out]
+        out_dist[start : start + step] = 1.0 - top[:, :k_out]
+    return out_idx, out_dist
 
 
 def spatial_knn(coords: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
