@@ -66,8 +66,8 @@ def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: fl
     return out
 
 
-def gene_scales(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene (column) mean and inverse standard deviation, float64 (0 for constant genes).
+def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation, float64.
 
     Computed in row chunks (two passes), so no full-size working copy is made.
     """
@@ -76,7 +76,13 @@ def gene_scales(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(X.shape[1]), np.zeros(X.shape[1])
     mean = X.mean(axis=0, dtype=np.float64)
     squares = sum(np.square(X[c] - mean).sum(axis=0) for c in _row_chunks(X))
-    sd = np.sqrt(squares / X.shape[0])
+    return mean, np.sqrt(squares / X.shape[0])
+
+
+def gene_scales(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene (column) mean and inverse standard deviation, float64 (0 for constant genes),
+    in row chunks (:func:`column_moments`)."""
+    mean, sd = column_moments(X)
     keep = sd > 0
     return mean, np.where(keep, 1.0 / np.where(keep, sd, 1.0), 0.0)
 

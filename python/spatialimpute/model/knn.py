@@ -65,9 +65,8 @@ class KNNImpute(BaseImputer):
 
     def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
         """Weighted mean of the target genes over the fit-time neighbours of ``cells``."""
-        if "targets" not in self._cache:  # the reference's target genes, once per process
-            self._cache["targets"] = torch.as_tensor(np.ascontiguousarray(self.paired.reference_targets),
-                                                     device=self.device)
+        if "targets" not in self._cache:  # the reference's target genes: on the CPU a view, not a copy
+            self._cache["targets"] = torch.as_tensor(self.paired.reference_targets, device=self.device)
         indices, distances = self._neighbors
         rows = torch.as_tensor(cells, device=indices.device)
         weights = neighbor_weights(distances[rows], self.architecture.weighting)

@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..._stats import spearman_columns
 from ..._validation import SpatialImputeInputError
+from ...data.normalize import column_moments
 from ...data.spatial_graph import section_knn
 from ...reliability import DESCRIPTORS, gene_descriptors
 from .._base import BaseImputer
@@ -273,7 +274,7 @@ class AutoImpute(BaseImputer):
 
     def _reference_sd(self) -> np.ndarray:
         if "reference_sd" not in self._cache:
-            self._cache["reference_sd"] = np.asarray(self.paired.reference_targets, dtype=np.float64).std(axis=0)
+            self._cache["reference_sd"] = column_moments(self.paired.reference_targets)[1]
         return self._cache["reference_sd"]
 
     def _reliability(self, prediction):
