@@ -14,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
+from ...data.normalize import column_moments
+
 
 def gene_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and standard deviation (a constant column gets standard deviation 1)."""
-    values = np.asarray(values, dtype=np.float64)
-    mean = values.mean(axis=0)
-    sd = values.std(axis=0)
+    """Per-column mean and standard deviation (a constant column gets standard deviation 1),
+    float64, in row chunks."""
+    mean, sd = column_moments(values)
     return mean, np.where(sd > 1e-12, sd, 1.0)
 
 
