@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .normalize import CHUNK_ENTRIES
+from .normalize import row_chunks
 
 if TYPE_CHECKING:  # pragma: no cover
     from .embeddings import GeneEmbeddings
@@ -42,9 +42,8 @@ def _cosine_columns(x: np.ndarray) -> np.ndarray:
     """
     g = x.shape[1]
     gram = np.zeros((g, g))
-    rows = max(1, CHUNK_ENTRIES // max(1, g))
-    for s in range(0, x.shape[0], rows):
-        part = np.asarray(x[s:s + rows], dtype=np.float64)
+    for rows in row_chunks(x):
+        part = np.asarray(x[rows], dtype=np.float64)
         gram += part.T @ part
     norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
     safe = np.where(norms > 0, norms, 1.0)

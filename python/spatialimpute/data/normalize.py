@@ -56,13 +56,12 @@ def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: fl
         counts = np.asarray(counts)
     if out is None:
         out = np.empty(counts.shape, dtype=np.float32)
-    rows = max(1, CHUNK_ENTRIES // max(1, counts.shape[1]))
-    for s in range(0, counts.shape[0], rows):
-        part = counts[s:s + rows]
+    for rows in row_chunks(counts):
+        part = counts[rows]
         part = part.toarray().astype(np.float64, copy=False) if sp.issparse(part) else part.astype(np.float64)
-        part *= scale[s:s + rows, None]
+        part *= scale[rows, None]
         np.log1p(part, out=part)
-        out[s:s + rows] = part
+        out[rows] = part
     return out
 
 
@@ -75,7 +74,7 @@ def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if X.shape[0] == 0:
         return np.zeros(X.shape[1]), np.zeros(X.shape[1])
     mean = X.mean(axis=0, dtype=np.float64)
-    squares = sum(np.square(X[c] - mean).sum(axis=0) for c in _row_chunks(X))
+    squares = sum(np.square(X[c] - mean).sum(axis=0) for c in row_chunks(X))
     return mean, np.sqrt(squares / X.shape[0])
 
 
@@ -102,11 +101,12 @@ def standardize_genes(X: np.ndarray, scales: tuple[np.ndarray, np.ndarray] | Non
     X = np.asarray(X)
     mean, inv = gene_scales(X) if scales is None else scales
     out = np.empty(X.shape, dtype=np.float32)
-    for c in _row_chunks(X):
+    for c in row_chunks(X):
         out[c] = (X[c] - mean) * inv
     return out
 
 
-def _row_chunks(X: np.ndarray) -> list[slice]:
+def row_chunks(X: np.ndarray) -> list[slice]:
+    """Slices of consecutive rows of ``X``, each about :data:`CHUNK_ENTRIES` values."""
     rows = max(1, CHUNK_ENTRIES // max(1, X.shape[1]))
     return [slice(s, s + rows) for s in range(0, X.shape[0], rows)]

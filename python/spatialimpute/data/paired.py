@@ -139,6 +139,16 @@ class PairedData:
             target_in_panel=np.ones(heldout.size, dtype=bool),
         )
 
+    def with_feature_order(self, genes: list[str]) -> "PairedData":
+        """The same data with the feature genes (spatial and reference columns) in ``genes`` order."""
+        order = pd.Index(self.feature_genes).get_indexer(genes)
+        columns = np.concatenate([order, np.arange(self.n_features, self.n_features + self.n_targets)])
+        return dataclasses.replace(
+            self, feature_genes=list(genes), spatial_X=self.spatial_X[:, order],
+            spatial_counts=_take(self.spatial_counts, order, axis=1),
+            reference_X=self.reference_X[:, columns], reference_counts=_take(self.reference_counts, columns, axis=1),
+        )
+
 
 def _take(values: np.ndarray | None, index: np.ndarray, axis: int = 0) -> np.ndarray | None:
     """``values`` indexed along ``axis`` (``None`` stays ``None``)."""

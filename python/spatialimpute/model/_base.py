@@ -477,7 +477,7 @@ class BaseImputer:
                 "pass the spatial data the model was trained with",
             )
         if self.paired.feature_genes != meta["feature_genes"]:  # same genes, other column order
-            self.paired = _with_feature_order(self.paired, meta["feature_genes"])
+            self.paired = self.paired.with_feature_order(meta["feature_genes"])
         for key, now in self._data_fingerprint().items():
             before = saved.get(key)
             if before is None or tuple(before.shape) != now.shape or not np.allclose(
@@ -500,19 +500,6 @@ def _to_tensor(value) -> torch.Tensor:
     tensor = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
     return tensor.detach().cpu().contiguous()
 
-
-def _with_feature_order(paired, genes: list[str]):
-    """``paired`` with its feature genes (columns of the spatial and reference matrices) in ``genes`` order."""
-    import dataclasses
-
-    order = pd.Index(paired.feature_genes).get_indexer(genes)
-    columns = np.concatenate([order, np.arange(paired.n_features, paired.n_features + paired.n_targets)])
-    return dataclasses.replace(
-        paired, feature_genes=list(genes), spatial_X=paired.spatial_X[:, order],
-        spatial_counts=None if paired.spatial_counts is None else paired.spatial_counts[:, order],
-        reference_X=paired.reference_X[:, columns],
-        reference_counts=None if paired.reference_counts is None else paired.reference_counts[:, columns],
-    )
 
 
 def _identity(meta: dict) -> str:
