@@ -4,6 +4,8 @@ in which the kNN baseline, stImpute and the reliability model look for neighbour
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -123,38 +125,103 @@ def weighted_neighbor_mean(indices: torch.Tensor, weights: torch.Tensor, values:
 
 
 #: The joint PCA is fitted on at most this many stacked cells (a random subset above it);
-#: every cell is then projected, in blocks of this many rows.
+#: cells are then projected in blocks of this many rows.
 _PCA_MAX_ROWS = 200_000
 
 
-def joint_embedding(spatial: np.ndarray, reference: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Embed spatial and reference cells in one space built from the shared genes.
+@dataclasses.dataclass(frozen=True)
+class JointEmbedding:
+    """A fitted joint embedding of spatial and reference cells from their shared genes.
 
     Each gene is z-scored within each dataset (removing per-gene shifts and scale
-    differences between technologies); when there are more genes than ``n_components`` the
-    stacked cells are projected on their principal components.
+    differences between technologies); when there are more genes than the embedding's size
+    the z-scores are projected on the principal components of the stacked cells. Fitted
+    once (:meth:`fit`), it embeds any rows of either dataset (:meth:`spatial`,
+    :meth:`reference`), so cells can be embedded block by block.
+
+    Attributes
+    ----------
+    spatial_scales, reference_scales
+        Per-gene mean and inverse standard deviation of each dataset (:func:`gene_scales`).
+    pca_mean, components
+        Mean and principal axes (components x genes) of the stacked z-scores, float32, or
+        ``None`` when the genes are used as they are.
     """
-    scales_a, scales_b = gene_scales(spatial), gene_scales(reference)
-    if spatial.shape[1] <= n_components:
-        return standardize_genes(spatial, scales_a), standardize_genes(reference, scales_b)
-    from sklearn.decomposition import PCA
 
-    n_a, n_total = spatial.shape[0], spatial.shape[0] + reference.shape[0]
-    rows = np.arange(n_total)
-    if n_total > _PCA_MAX_ROWS:
-        rows = np.sort(np.random.default_rng(seed).choice(n_total, _PCA_MAX_ROWS, replace=False))
-    pca = PCA(n_components=n_components, svd_solver="randomized", random_state=seed)
-    pca.fit(np.vstack([standardize_genes(spatial[rows[rows < n_a]], scales_a),
-                       standardize_genes(reference[rows[rows >= n_a] - n_a], scales_b)]))
-    return _project(pca, spatial, scales_a), _project(pca, reference, scales_b)
+    spatial_scales: tuple[np.ndarray, np.ndarray]
+    reference_scales: tuple[np.ndarray, np.ndarray]
+    pca_mean: np.ndarray | None = None
+    components: np.ndarray | None = None
+
+    @classmethod
+    def fit(cls, spatial: np.ndarray, reference: np.ndarray, n_components: int, seed: int) -> "JointEmbedding":
+        """Fit on all spatial and reference rows (the PCA on at most :data:`_PCA_MAX_ROWS` of them)."""
+        scales_a, scales_b = gene_scales(spatial), gene_scales(reference)
+        if spatial.shape[1] <= n_components:
+            return cls(scales_a, scales_b)
+        from sklearn.decomposition import PCA
+
+        n_a, n_total = spatial.shape[0], spatial.shape[0] + reference.shape[0]
+        rows = np.arange(n_total)
+        if n_total > _PCA_MAX_ROWS:
+            rows = np.sort(np.random.default_rng(seed).choice(n_total, _PCA_MAX_ROWS, replace=False))
+        pca = PCA(n_components=n_components, svd_solver="randomized", random_state=seed)
+        pca.fit(np.vstack([standardize_genes(spatial[rows[rows < n_a]], scales_a),
+                           standardize_genes(reference[rows[rows >= n_a] - n_a], scales_b)]))
+        return cls(scales_a, scales_b, pca.mean_.astype(np.float32), pca.components_.astype(np.float32))
+
+    @property
+    def dim(self) -> int:
+        """Size of the embedding."""
+        return self.spatial_scales[0].size if self.components is None else self.components.shape[0]
+
+    def spatial(self, X: np.ndarray) -> np.ndarray:
+        """Embed rows of the spatial dataset (float32, one row per row of ``X``)."""
+        return self._embed(X, self.spatial_scales)
+
+    def reference(self, X: np.ndarray) -> np.ndarray:
+        """Embed rows of the reference dataset (float32, one row per row of ``X``)."""
+        return self._embed(X, self.reference_scales)
+
+    def _embed(self, X: np.ndarray, scales: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        if self.components is None:
+            return standardize_genes(X, scales)
+        out = np.empty((X.shape[0], self.dim), dtype=np.float32)
+        for start in range(0, X.shape[0], _PCA_MAX_ROWS):
+            z = standardize_genes(X[start:start + _PCA_MAX_ROWS], scales)
+            z -= self.pca_mean
+            out[start:start + _PCA_MAX_ROWS] = z @ self.components.T
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted arrays, by name (for a saved model)."""
+        state = {"spatial_mean": self.spatial_scales[0], "spatial_inv_sd": self.spatial_scales[1],
+                 "reference_mean": self.reference_scales[0], "reference_inv_sd": self.reference_scales[1]}
+        if self.components is not None:
+            state.update(pca_mean=self.pca_mean, components=self.components)
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict, n_genes: int) -> "JointEmbedding":
+        """Rebuild from :meth:`state`; refuses arrays that do not fit ``n_genes`` genes."""
+        arrays = {k: np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+        scales = [arrays[k].astype(np.float64) for k in ("spatial_mean", "spatial_inv_sd", "reference_mean",
+                                                          "reference_inv_sd")]
+        components = arrays.get("components")
+        pca_mean = arrays.get("pca_mean")
+        if (any(s.shape != (n_genes,) for s in scales) or (components is None) != (pca_mean is None)
+                or components is not None and (components.ndim != 2 or components.shape[1] != n_genes
+                                               or pca_mean.shape != (n_genes,))):
+            raise ValueError(f"embedding arrays do not fit {n_genes} genes")
+        if components is not None:
+            components, pca_mean = components.astype(np.float32), pca_mean.astype(np.float32)
+        return cls((scales[0], scales[1]), (scales[2], scales[3]), pca_mean, components)
 
 
-def _project(pca, X: np.ndarray, scales: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """``pca.transform`` of the standardised ``X`` as float32, block by block (no full-size copy)."""
-    out = np.empty((X.shape[0], pca.n_components_), dtype=np.float32)
-    for start in range(0, X.shape[0], _PCA_MAX_ROWS):
-        out[start:start + _PCA_MAX_ROWS] = pca.transform(standardize_genes(X[start:start + _PCA_MAX_ROWS], scales))
-    return out
+def joint_embedding(spatial: np.ndarray, reference: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Embed spatial and reference cells in one space built from the shared genes (:class:`JointEmbedding`)."""
+    embedding = JointEmbedding.fit(spatial, reference, n_components, seed)
+    return embedding.spatial(spatial), embedding.reference(reference)
 
 
 def neighbor_weights(distances: torch.Tensor, weighting: str) -> torch.Tensor:

@@ -7,8 +7,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from .._validation import SpatialImputeInputError
-from ..data.neighbors import find_knn, knn_heldout_predictor, neighbor_weights, weighted_neighbor_mean
+from ..data.neighbors import JointEmbedding, knn_cosine, knn_heldout_predictor, neighbor_weights, weighted_neighbor_mean
 from ..reliability import reliability_from_heldout
 from ._base import BaseImputer
 from ._config import Config, boolean, choice, integer
@@ -38,10 +37,11 @@ class KNNSchedule(Config):
 class KNNImpute(BaseImputer):
     """kNN baseline: each spatial cell takes the weighted mean of its nearest reference cells.
 
-    Both datasets are embedded jointly from the panel genes (per-dataset z-scores, PCA when the
-    panel is large), the ``k`` nearest reference cells of each spatial cell are found by
-    cosine similarity in chunks, and the target genes' log-normalised reference expression is
-    averaged with weights proportional to the cosine similarity. Reliability is learnt from
+    Training fits the joint embedding of both datasets from the panel genes (per-dataset
+    z-scores, PCA when the panel is large). Each block of spatial cells is then embedded, its
+    cells' ``k`` nearest reference cells are found by cosine similarity, and the target genes'
+    log-normalised reference expression is averaged with weights proportional to the cosine
+    similarity, so nothing held between blocks grows with the number of cells. Reliability is learnt from
     the method's own held-out panel genes (:mod:`spatialimpute.reliability`).
 
     Parameters
@@ -58,19 +58,19 @@ class KNNImpute(BaseImputer):
     Schedule = KNNSchedule
 
     def _fit(self) -> None:
-        p = self.architecture
-        self._neighbors = find_knn(self.paired, np.arange(self.paired.n_features), np.arange(self.paired.n_cells),
-                                   k=min(p.k, self.paired.n_reference), n_components=p.n_components,
-                                   seed=self.seed, device=self.device)
+        p, pd_ = self.architecture, self.paired
+        self._embedding = JointEmbedding.fit(pd_.spatial_X, pd_.reference_features, p.n_components, self.seed)
+        self._reference_embedding = self._embedding.reference(pd_.reference_features)
 
     def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
-        """Weighted mean of the target genes over the fit-time neighbours of ``cells``."""
+        """Weighted mean of the target genes over the neighbours of ``cells``, found for the block."""
         if "targets" not in self._cache:  # the reference's target genes: on the CPU a view, not a copy
             self._cache["targets"] = torch.as_tensor(self.paired.reference_targets, device=self.device)
-        indices, distances = self._neighbors
-        rows = torch.as_tensor(cells, device=indices.device)
-        weights = neighbor_weights(distances[rows], self.architecture.weighting)
-        return weighted_neighbor_mean(indices[rows], weights, self._cache["targets"]).cpu().numpy()
+        query = self._embedding.spatial(self.paired.spatial_X[cells])
+        k = min(self.architecture.k, self.paired.n_reference)
+        indices, distances = knn_cosine(query, self._reference_embedding, k, device=self.device)
+        weights = neighbor_weights(distances, self.architecture.weighting)
+        return weighted_neighbor_mean(indices, weights, self._cache["targets"]).cpu().numpy()
 
     def _reliability(self, prediction) -> np.ndarray:
         p = self.architecture
@@ -81,18 +81,9 @@ class KNNImpute(BaseImputer):
         return reliability_from_heldout(self.paired, predict_heldout, prediction, seed=self.seed)
 
     def _state_dict(self) -> dict:
-        indices, distances = self._neighbors
-        return {"indices": indices, "distances": distances}
+        return {f"embedding.{k}": v for k, v in self._embedding.state().items()}
 
     def _load_state_dict(self, state: dict) -> None:
-        indices, distances = state["indices"].to(torch.int64), state["distances"].to(torch.float32)
-        k = min(self.architecture.k, self.paired.n_reference)
-        shape = (self.paired.n_cells, k)
-        if (tuple(indices.shape) != shape or tuple(distances.shape) != shape
-                or indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.paired.n_reference)):
-            raise SpatialImputeInputError(
-                "path", f"neighbour tables of shape {shape} indexing {self.paired.n_reference} reference cells",
-                f"indices {tuple(indices.shape)}, distances {tuple(distances.shape)}",
-                "the folder is damaged or was edited: save the model again",
-            )
-        self._neighbors = (indices, distances)
+        self._embedding = JointEmbedding.from_state(
+            {k[len("embedding."):]: v for k, v in state.items() if k.startswith("embedding.")}, self.paired.n_features)
+        self._reference_embedding = self._embedding.reference(self.paired.reference_features)
