@@ -146,6 +146,7 @@ def run_one(n_cells: int, method: str, args) -> dict:
     parts = [(name, timings.get(f"{name}_s", 0.0)) for name in ("train", "predict", "reliability")]
     # the call is construction (validation, normalisation) then training, prediction, reliability
     phase_rss = sampler.phase_peaks([("construct", seconds - sum(s for _, s in parts)), *parts])
+    peak_rss = _rss_gb(peak=True)  # the call's, before the column is read back
     opened = time.perf_counter()
     column = np.asarray(read_lazy(store).X[:, out.n_vars // 2].compute())
     open_s = time.perf_counter() - opened
@@ -156,7 +157,7 @@ def run_one(n_cells: int, method: str, args) -> dict:
             "genes": out.n_vars, "seconds": seconds, "train_s": prov["timings"].get("train_s", float("nan")),
             "predict_s": prov["timings"]["predict_s"], "reliability_s": prov["timings"].get("reliability_s", float("nan")),
             "blocks": prov["prediction"]["n_blocks"],
-            "input_rss_gb": input_rss, "peak_rss_gb": _rss_gb(peak=True), "store_gb": _size_gb(store),
+            "input_rss_gb": input_rss, "peak_rss_gb": peak_rss, "store_gb": _size_gb(store),
             "column_s": open_s, "column_cells": int(column.shape[0]), "phase_rss_gb": phase_rss}
 
 

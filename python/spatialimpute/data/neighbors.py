@@ -187,10 +187,11 @@ class JointEmbedding:
         if self.components is None:
             return standardize_genes(X, scales)
         out = np.empty((X.shape[0], self.dim), dtype=np.float32)
+        offset = self.pca_mean @ self.components.T  # centred after the product, as scikit-learn's transform
         for start in range(0, X.shape[0], _PCA_MAX_ROWS):
-            z = standardize_genes(X[start:start + _PCA_MAX_ROWS], scales)
-            z -= self.pca_mean
-            out[start:start + _PCA_MAX_ROWS] = z @ self.components.T
+            part = standardize_genes(X[start:start + _PCA_MAX_ROWS], scales) @ self.components.T
+            part -= offset
+            out[start:start + _PCA_MAX_ROWS] = part
         return out
 
     def state(self) -> dict[str, np.ndarray]:
@@ -238,6 +239,9 @@ def neighbor_weights(distances: torch.Tensor, weighting: str) -> torch.Tensor:
 def knn_average(paired, neighbors, columns: np.ndarray, weighting: str, device) -> np.ndarray:
     """Weighted mean of the reference expression ``columns`` over each cell's neighbours."""
     indices, distances = neighbors
+    columns = np.asarray(columns)
+    if columns.size and np.array_equal(columns, np.arange(columns[0], columns[0] + columns.size)):
+        columns = slice(int(columns[0]), int(columns[0]) + columns.size)  # a view of the reference, not a copy
     values = torch.as_tensor(paired.reference_X[:, columns], device=device)
     return weighted_neighbor_mean(indices, neighbor_weights(distances, weighting), values).cpu().numpy()
 

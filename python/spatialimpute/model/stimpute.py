@@ -31,7 +31,7 @@ from .._settings import derive_seed, progress
 from .._validation import SpatialImputeInputError
 from ..data.embeddings import GeneEmbeddings, resolve_gene_embeddings
 from ..data.gene_graph import GRAPH_MODES, aggregation_matrix, gene_similarity
-from ..data.neighbors import find_knn, knn_average, knn_cosine, knn_heldout_predictor
+from ..data.neighbors import JointEmbedding, knn_average, knn_cosine, knn_heldout_predictor
 from ..module.stimpute import (
     ReliabilityMLP,
     StImputeAE,
@@ -333,11 +333,27 @@ class StImpute(BaseImputer):
             self._train_ae(ae, opt, y, n_reference, gen)
         return ae, opt
 
-    def _joint_neighbors(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine neighbours in the joint z-scored (PCA) space of the panel genes."""
+    def _fit_joint_embedding(self) -> JointEmbedding:
         pd_ = self.paired
-        return find_knn(pd_, np.arange(pd_.n_features), np.arange(pd_.n_cells), k=k,
-                        n_components=self.architecture.n_components, seed=self.seed, device=self.device)
+        return JointEmbedding.fit(pd_.spatial_X, pd_.reference_features, self.architecture.n_components, self.seed)
+
+    def _joint_neighbors(self, embedding: JointEmbedding, reference: np.ndarray,
+                         cells: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine neighbours of ``cells`` (default: all) in the joint space of the panel genes,
+        found for these cells only (``reference``: the reference cells' embedding)."""
+        x = self.paired.spatial_X if cells is None else self.paired.spatial_X[cells.cpu().numpy()]
+        return knn_cosine(embedding.spatial(x), reference, self.architecture.k, device=self.device)
+
+    def _neighbors(self, cells: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Neighbour indices the GNN reads and the (indices, distances) of the blend's kNN mean,
+        for ``cells`` (default: all): found for the cells in the joint space, or rows of the
+        autoencoder space's tables."""
+        if self._embedding is not None:
+            joint = self._joint_neighbors(self._embedding, self._reference_embedding, cells)
+            return joint[0], joint
+        if cells is None:
+            return self._idx_pred, self._blend_neighbors
+        return self._idx_pred[cells], (self._blend_neighbors[0][cells], self._blend_neighbors[1][cells])
 
     def _fit(self) -> None:
         if self.paired.n_features < 2:
@@ -355,17 +371,15 @@ class StImpute(BaseImputer):
         ref_all = torch.as_tensor(pd_.reference_X, dtype=torch.float32, device=dev)
         ref_feat = ref_all[:, :nf].contiguous()
 
-        ae = None
+        ae, self._embedding = None, None
         if arch.neighbor_space == "autoencoder":
             ae, ae_opt = self._fit_autoencoder(y, pd_.n_reference)
 
             def neighbors():
                 return knn_cosine(self._encode(ae, y), self._encode(ae, ref_feat), k, device=dev)
-        else:
-            joint = self._joint_neighbors(k)
-
-            def neighbors():
-                return joint
+        else:  # neighbours of the cells each step reads, found when it reads them
+            self._embedding = self._fit_joint_embedding()
+            self._reference_embedding = self._embedding.reference(pd_.reference_features)
 
         torch.manual_seed(derive_seed(self.seed, "stimpute-gnn-init"))
         gnn = StImputeGNN(k, arch.hidden).to(dev)
@@ -376,7 +390,10 @@ class StImpute(BaseImputer):
         batch_gen = torch.Generator(device="cpu").manual_seed(derive_seed(self.seed, "stimpute-batches"))
         idx = None
         for rnd in range(sched.em_rounds):
-            idx, _ = neighbors()
+            if ae is not None:
+                idx, _ = neighbors()
+            elif batch is None and idx is None:
+                idx, _ = self._neighbors()
             gnn.train()
             for _ in progress(range(sched.gnn_steps), desc=f"stImpute E-step {rnd + 1}"):
                 gnn_opt.zero_grad(set_to_none=True)
@@ -384,7 +401,8 @@ class StImpute(BaseImputer):
                     loss = gnn_loss_and_backward(gnn, ref_feat, idx, y, mix_train, chunk)
                 else:
                     sel = self._batch(batch_gen, batch)
-                    loss = gnn_loss_and_backward(gnn, ref_feat, idx[sel], y[sel], mix_train, chunk)
+                    sel_idx = idx[sel] if ae is not None else self._neighbors(sel)[0]
+                    loss = gnn_loss_and_backward(gnn, ref_feat, sel_idx, y[sel], mix_train, chunk)
                 gnn_opt.step()
                 self.log("gnn_loss", loss)
             gnn.eval()
@@ -392,8 +410,10 @@ class StImpute(BaseImputer):
                 self._refine_autoencoder(ae, ae_opt, gnn, ref_feat, idx, y, mix_train, chunk, batch, batch_gen)
 
         self._ae, self._gnn = ae, gnn
-        self._idx_pred = idx  # neighbours of the last round, found before its M-step (as the original)
-        self._blend_neighbors = neighbors()  # the final space's neighbours, for the kNN-mean blend
+        self._idx_pred = self._blend_neighbors = None  # the joint space's are found per block of cells
+        if ae is not None:
+            self._idx_pred = idx  # neighbours of the last round, found before its M-step (as the original)
+            self._blend_neighbors = neighbors()  # the final space's neighbours, for the kNN-mean blend
         self._mix_pred = mix_pred
         self._ref_all = ref_all
         self._p_all = None
@@ -419,15 +439,18 @@ class StImpute(BaseImputer):
             self._m_step(ae, opt, y[sel], p_cells[torch.searchsorted(cells, sel)], steps=1)
 
     # ------------------------------------------------------------------ predict
-    def _gnn_predict(self, all_genes: bool = False, cells: torch.Tensor | None = None) -> torch.Tensor:
-        """GNN predictions of the target genes (or of every graph gene) for ``cells`` (default: all)."""
+    def _gnn_predict(self, all_genes: bool = False, cells: torch.Tensor | None = None,
+                     idx: torch.Tensor | None = None) -> torch.Tensor:
+        """GNN predictions of the target genes (or of every graph gene) for ``cells`` (default: all);
+        ``idx``: their neighbour indices when already found."""
         pd_ = self.paired
         out_genes = None if all_genes else torch.arange(pd_.n_features, pd_.n_features + pd_.n_targets,
                                                         device=self.device)
         arch, n_genes = self.architecture, pd_.n_features + pd_.n_targets
         widest = 4 * n_genes * max(arch.k, 2 * arch.hidden)  # bytes per cell of the largest activation
         chunk = min(self._chunk(n_genes), max(1, PREDICTION_TENSOR_BYTES // widest))
-        idx = self._idx_pred if cells is None else self._idx_pred[cells]
+        if idx is None:
+            idx, _ = self._neighbors(cells)
         with torch.no_grad():
             if "reference_agg" not in self._cache:  # the gene mixing of the reference, once per process
                 self._cache["reference_agg"] = self._mix_pred(self._ref_all)
@@ -468,10 +491,13 @@ class StImpute(BaseImputer):
         """The two parts of the final blend for ``cells``: the GNN's target predictions and the kNN mean."""
         nf, k = self.paired.n_features, self.architecture.k
         rows = torch.as_tensor(cells, device=self.device)
-        gnn = self._p_all[rows, nf:] if self._p_all is not None else self._gnn_predict(cells=rows)
-        idx, dist = self._blend_neighbors
+        gnn_idx, (idx, dist) = self._neighbors(rows)
+        if self._p_all is not None:
+            gnn = self._p_all[rows, nf:]
+        else:
+            gnn = self._gnn_predict(cells=rows, idx=gnn_idx)
         chunk = max(1, PREDICTION_TENSOR_BYTES // (4 * k * self.paired.n_targets))
-        return gnn, weighted_knn_mean(self._ref_all[:, nf:], idx[rows], dist[rows], chunk)
+        return gnn, weighted_knn_mean(self._ref_all[:, nf:], idx, dist, chunk)
 
     def _scan_block(self, cells: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The block's share of the blend's global maxima (:func:`blend_statistics`).
@@ -522,11 +548,16 @@ class StImpute(BaseImputer):
         # the joint-space kNN stand-in, so the model is applied to the kind of prediction it
         # was fitted on (re-training stImpute per internal gene fold would cost 5 fits).
         targets = np.arange(nf, nf + pd_.n_targets)
-        joint = self._blend_neighbors if arch.neighbor_space == "joint" else self._joint_neighbors(arch.k)
+        if self._embedding is not None:
+            embedding, reference = self._embedding, self._reference_embedding
+        else:
+            embedding = self._fit_joint_embedding()
+            reference = embedding.reference(pd_.reference_features)
 
         def stand_in(cells: np.ndarray) -> np.ndarray:
             rows = torch.as_tensor(cells, device=self.device)
-            return knn_average(pd_, (joint[0][rows], joint[1][rows]), targets, "similarity", self.device)
+            joint = self._joint_neighbors(embedding, reference, rows)
+            return knn_average(pd_, joint, targets, "similarity", self.device)
 
         predict_heldout = knn_heldout_predictor(pd_, k=arch.k, n_components=arch.n_components, seed=self.seed,
                                                 device=self.device)
@@ -542,9 +573,12 @@ class StImpute(BaseImputer):
             if self._rel_cells is not None:
                 state["rel_cells"] = self._rel_cells
         state.update({f"mix.{k}": v for k, v in self._mix_pred.state().items()})
-        state["idx_pred"] = self._idx_pred.to(torch.int64)
-        state["blend_idx"] = self._blend_neighbors[0].to(torch.int64).clone()  # may be idx_pred itself
-        state["blend_dist"] = self._blend_neighbors[1]
+        if self._embedding is not None:
+            state.update({f"embedding.{k}": v for k, v in self._embedding.state().items()})
+        else:
+            state["idx_pred"] = self._idx_pred.to(torch.int64)
+            state["blend_idx"] = self._blend_neighbors[0].to(torch.int64).clone()  # may be idx_pred itself
+            state["blend_dist"] = self._blend_neighbors[1]
         state["embedding_coverage"] = dict(self.embedding_coverage)
         return state
 
@@ -554,14 +588,21 @@ class StImpute(BaseImputer):
             raise SpatialImputeInputError("path", "a saved stImpute model with resolved k, hidden and alpha",
                                           "unresolved options", "the folder was edited: save the model again")
         self.embedding_coverage = state.get("embedding_coverage", {})
-        shape = (pd_.n_cells, arch.k)
-        idx = state["idx_pred"].to(dev, torch.int64)
-        blend = state["blend_idx"].to(dev, torch.int64)
-        for name, t in (("idx_pred", idx), ("blend_idx", blend)):
-            if tuple(t.shape) != shape or (t.numel() and (int(t.min()) < 0 or int(t.max()) >= pd_.n_reference)):
-                raise SpatialImputeInputError(
-                    "path", f"neighbour tables of shape {shape} indexing {pd_.n_reference} reference cells",
-                    f"{name} of shape {tuple(t.shape)}", "the folder is damaged or was edited: save the model again")
+        self._embedding, self._idx_pred, self._blend_neighbors = None, None, None
+        if arch.neighbor_space == "joint":
+            self._embedding = JointEmbedding.from_state(
+                {k[len("embedding."):]: v for k, v in state.items() if k.startswith("embedding.")}, pd_.n_features)
+            self._reference_embedding = self._embedding.reference(pd_.reference_features)
+        else:
+            shape = (pd_.n_cells, arch.k)
+            idx = state["idx_pred"].to(dev, torch.int64)
+            blend = state["blend_idx"].to(dev, torch.int64)
+            for name, t in (("idx_pred", idx), ("blend_idx", blend)):
+                if tuple(t.shape) != shape or (t.numel() and (int(t.min()) < 0 or int(t.max()) >= pd_.n_reference)):
+                    raise SpatialImputeInputError(
+                        "path", f"neighbour tables of shape {shape} indexing {pd_.n_reference} reference cells",
+                        f"{name} of shape {tuple(t.shape)}", "the folder is damaged or was edited: save the model again")
+            self._idx_pred, self._blend_neighbors = idx, (blend, state["blend_dist"].to(dev))
         mixing = GeneMixing.from_state({k[4:]: v for k, v in state.items() if k.startswith("mix.")})
         if mixing.n_genes != pd_.n_features + pd_.n_targets:
             raise SpatialImputeInputError("path", f"a gene graph over {pd_.n_features + pd_.n_targets} genes",
@@ -580,8 +621,6 @@ class StImpute(BaseImputer):
             rel.load_state_dict(rel_w)
             self._rel = rel.eval()
             self._rel_cells = state["rel_cells"].to(dev) if "rel_cells" in state else None
-        self._idx_pred = idx
-        self._blend_neighbors = (blend, state["blend_dist"].to(dev))
         self._mix_pred = mixing.to(dev)
         self._ref_all = torch.as_tensor(pd_.reference_X, dtype=torch.float32, device=dev)
         self._p_all = None
