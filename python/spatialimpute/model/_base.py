@@ -309,8 +309,7 @@ class BaseImputer:
                 todo = np.flatnonzero(~store.done()).tolist()
                 for _ in runner.predict(blocks, todo, stats, store):
                     pass
-                prediction = PredictionRows((n, g), lambda cells: np.concatenate(
-                    [self._block_rows(cells[s:s + block_size], stats)["X"] for s in range(0, len(cells), block_size)]))
+                prediction = PredictionRows((n, g), lambda cells: self._rows_in_blocks(cells, stats, block_size))
             scheduler_name = runner.scheduler
         self.timings["predict_s"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -335,6 +334,13 @@ class BaseImputer:
             return anndata.AnnData(X=X, obs=obs, var=var, obsm=obsm, uns=uns, layers=matrices)
         store.finish(obs, var, obsm, uns)
         return read_lazy(out)
+
+    def _rows_in_blocks(self, cells: np.ndarray, stats, block_size: int) -> np.ndarray:
+        """The predicted rows of ``cells``, computed block by block into one array."""
+        out = np.empty((len(cells), self.paired.n_targets), dtype=np.float32)
+        for s in range(0, len(cells), block_size):
+            out[s:s + block_size] = self._block_rows(cells[s:s + block_size], stats)["X"]
+        return out
 
     def _has_scan(self) -> bool:
         return type(self)._scan_block is not BaseImputer._scan_block

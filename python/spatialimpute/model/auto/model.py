@@ -188,10 +188,11 @@ class AutoImpute(BaseImputer):
             self._cache["member_stats"] = stats
         return self._cache["member_stats"]
 
-    def _combine_z(self, rows: dict) -> np.ndarray:
-        names = [c.name for c in self._candidates]
-        return combine([rows[n] for n in names], [self._scales[n][0] for n in names],
-                       [self._scales[n][1] for n in names], self._weights)
+    def _combine_z(self, cells: np.ndarray) -> np.ndarray:
+        """The members' weighted z-score sum for ``cells``, one member's rows held at a time."""
+        names, stats = [c.name for c in self._candidates], self._member_stats()
+        rows = (self._members[n]._block_rows(cells, stats[n])["X"] for n in names)
+        return combine(rows, [self._scales[n][0] for n in names], [self._scales[n][1] for n in names], self._weights)
 
     def _fit_reliability(self, heldout, graph, names, preds, final, combined, agreement) -> None:
         """Gene reliability (ensemble and members) and the per-cell interval quantiles.
@@ -247,10 +248,8 @@ class AutoImpute(BaseImputer):
         if self.architecture.reliability:
             needed.append(spread_graph[cells].ravel())
         rows_of = np.unique(np.concatenate(needed))
-        member_stats = self._member_stats()
-        member_rows = {n: m._block_rows(rows_of, member_stats[n])["X"] for n, m in self._members.items()}
         mean, sd = self._scales[self._anchor]
-        combined = (mean + sd * self._combine_z(member_rows) / self._combined_sd).astype(np.float32)
+        combined = (mean + sd * self._combine_z(rows_of) / self._combined_sd).astype(np.float32)
         local = np.searchsorted(rows_of, cells)
         out = combined[local]
         if smooth_graph is not None:

@@ -11,6 +11,8 @@ log-normalised scale of the member with the largest weight.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from scipy.optimize import nnls
 
@@ -70,12 +72,19 @@ def member_agreement(combined_sd: np.ndarray, weights: np.ndarray) -> np.ndarray
     return (np.asarray(combined_sd, dtype=np.float64) ** 2 - own) / (1.0 - own)
 
 
-def combine(predictions: list[np.ndarray], means: list[np.ndarray], sds: list[np.ndarray],
+def combine(predictions: Iterable[np.ndarray], means: list[np.ndarray], sds: list[np.ndarray],
             weights: np.ndarray) -> np.ndarray:
-    """Weighted sum of the members' z-scores (float32), members with zero weight skipped."""
+    """Weighted sum of the members' z-scores (float32), members with zero weight skipped.
+
+    ``predictions`` may be a generator: one member's prediction is held at a time.
+    """
     out = None
     for values, mean, sd, w in zip(predictions, means, sds, weights):
         if w > 0:
             part = w * zscores(values, mean, sd)
-            out = part if out is None else out + part
+            del values
+            if out is None:
+                out = part
+            else:
+                out += part
     return out
