@@ -41,8 +41,8 @@ class KNNImpute(BaseImputer):
     z-scores, PCA when the panel is large). Each block of spatial cells is then embedded, its
     cells' ``k`` nearest reference cells are found by cosine similarity, and the target genes'
     log-normalised reference expression is averaged with weights proportional to the cosine
-    similarity, so nothing held between blocks grows with the number of cells. Reliability is learnt from
-    the method's own held-out panel genes (:mod:`spatialimpute.reliability`).
+    similarity; nothing kept between blocks grows with the number of cells. Reliability is
+    learnt from the method's own held-out panel genes (:mod:`spatialimpute.reliability`).
 
     Parameters
     ----------

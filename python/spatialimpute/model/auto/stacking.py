@@ -76,13 +76,12 @@ def combine(predictions: Iterable[np.ndarray], means: list[np.ndarray], sds: lis
             weights: np.ndarray) -> np.ndarray:
     """Weighted sum of the members' z-scores (float32), members with zero weight skipped.
 
-    ``predictions`` may be a generator: one member's prediction is held at a time.
+    ``predictions`` may be a generator, so that the members' predictions are not all held at once.
     """
     out = None
     for values, mean, sd, w in zip(predictions, means, sds, weights):
         if w > 0:
             part = w * zscores(values, mean, sd)
-            del values
             if out is None:
                 out = part
             else:
