@@ -10,7 +10,7 @@ import spatialimpute as si
 from spatialimpute.benchmark import gene_metrics
 from spatialimpute.data.neighbors import knn_cosine, spatial_knn, weighted_neighbor_mean
 from spatialimpute.data import neighbors as knn_module
-from spatialimpute.data.neighbors import joint_embedding, neighbor_weights
+from spatialimpute.data.neighbors import JointEmbedding, neighbor_weights
 from spatialimpute.model.knn import KNNImpute
 from spatialimpute.reliability import GeneReliability, morans_i, reliability_from_heldout
 
@@ -33,6 +33,10 @@ def test_joint_embedding_subsampled_pca_and_blockwise_projection(monkeypatch):
     latent = rng.normal(size=(200, 3))
     X = (latent @ rng.normal(size=(3, 40)) + 0.1 * rng.normal(size=(200, 40))).astype(np.float32)
     a, b = X[:120], X[120:]
+    def joint_embedding(a, b, n, seed):
+        fitted = JointEmbedding.fit(a, b, n, seed)
+        return fitted.spatial(a), fitted.reference(b)
+
     full_a, full_b = joint_embedding(a, b, 5, seed=0)
     assert full_a.shape == (120, 5) and full_b.shape == (80, 5) and full_a.dtype == np.float32
     monkeypatch.setattr(knn_module, "_PCA_MAX_ROWS", 60)  # fit on 60 stacked cells, project in blocks

@@ -219,10 +219,32 @@ class JointEmbedding:
         return cls((scales[0], scales[1]), (scales[2], scales[3]), pca_mean, components)
 
 
-def joint_embedding(spatial: np.ndarray, reference: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Embed spatial and reference cells in one space built from the shared genes (:class:`JointEmbedding`)."""
-    embedding = JointEmbedding.fit(spatial, reference, n_components, seed)
-    return embedding.spatial(spatial), embedding.reference(reference)
+@dataclasses.dataclass(frozen=True)
+class JointNeighbors:
+    """Cosine neighbours of spatial cells among the reference cells, in a fitted :class:`JointEmbedding`.
+
+    Holds the embedding and the embedded reference (cells x components), nothing per spatial
+    cell: any rows of the spatial data can be searched, block by block.
+    """
+
+    embedding: JointEmbedding
+    reference: np.ndarray
+
+    @classmethod
+    def fit(cls, spatial: np.ndarray, reference: np.ndarray, n_components: int, seed: int) -> "JointNeighbors":
+        """Fit the embedding on the spatial and reference rows (shared genes) and embed the reference."""
+        embedding = JointEmbedding.fit(spatial, reference, n_components, seed)
+        return cls(embedding, embedding.reference(reference))
+
+    @classmethod
+    def from_state(cls, state: dict, reference: np.ndarray) -> "JointNeighbors":
+        """Rebuild from :meth:`JointEmbedding.state` and the reference rows it was fitted with."""
+        embedding = JointEmbedding.from_state(state, reference.shape[1])
+        return cls(embedding, embedding.reference(reference))
+
+    def search(self, spatial: np.ndarray, k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`knn_cosine` of the spatial rows ``spatial`` (same genes as the fit) among the reference."""
+        return knn_cosine(self.embedding.spatial(spatial), self.reference, k, device=device)
 
 
 def neighbor_weights(distances: torch.Tensor, weighting: str) -> torch.Tensor:
@@ -239,29 +261,26 @@ def neighbor_weights(distances: torch.Tensor, weighting: str) -> torch.Tensor:
 def knn_average(paired, neighbors, columns: np.ndarray, weighting: str, device) -> np.ndarray:
     """Weighted mean of the reference expression ``columns`` over each cell's neighbours."""
     indices, distances = neighbors
-    columns = np.asarray(columns)
-    if columns.size and np.array_equal(columns, np.arange(columns[0], columns[0] + columns.size)):
-        columns = slice(int(columns[0]), int(columns[0]) + columns.size)  # a view of the reference, not a copy
-    values = torch.as_tensor(paired.reference_X[:, columns], device=device)
+    values = torch.as_tensor(_rows_cols(paired.reference_X, None, columns), device=device)
     return weighted_neighbor_mean(indices, neighbor_weights(distances, weighting), values).cpu().numpy()
 
 
 def _rows_cols(X: np.ndarray, rows: np.ndarray | None, cols: np.ndarray) -> np.ndarray:
-    """``X[rows][:, cols]``, the matrix itself (no copy) when they select all of it in order."""
-    rows_all = rows is None or np.array_equal(rows, np.arange(X.shape[0]))
-    cols_all = np.array_equal(cols, np.arange(X.shape[1]))
-    if rows_all and cols_all:
-        return X
-    if rows_all:
+    """``X[rows][:, cols]``; a view, not a copy, when ``rows`` are all rows in order and
+    ``cols`` a run of consecutive columns."""
+    cols = np.asarray(cols)
+    if cols.size and np.array_equal(cols, np.arange(cols[0], cols[0] + cols.size)):
+        cols = slice(int(cols[0]), int(cols[0]) + cols.size)
+    if rows is None or np.array_equal(rows, np.arange(X.shape[0])):
         return X[:, cols]
-    return X[np.ix_(rows, cols)] if not cols_all else X[rows]
+    return X[rows][:, cols] if isinstance(cols, slice) else X[np.ix_(rows, cols)]
 
 
 def find_knn(paired, feature_cols: np.ndarray, cells: np.ndarray, *, k: int, n_components: int, seed: int, device):
     """Cosine neighbours of ``cells`` in the reference, embedded jointly from ``feature_cols``."""
-    sp_emb, ref_emb = joint_embedding(_rows_cols(paired.spatial_X, cells, feature_cols),
-                                      _rows_cols(paired.reference_X, None, feature_cols), n_components, seed)
-    return knn_cosine(sp_emb, ref_emb, k, device=device)
+    spatial = _rows_cols(paired.spatial_X, cells, feature_cols)
+    joint = JointNeighbors.fit(spatial, _rows_cols(paired.reference_X, None, feature_cols), n_components, seed)
+    return joint.search(spatial, k, device)
 
 
 def knn_heldout_predictor(paired, *, k: int = 50, n_components: int = 30, weighting: str = "similarity",

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..data.neighbors import JointEmbedding, knn_cosine, knn_heldout_predictor, neighbor_weights, weighted_neighbor_mean
+from ..data.neighbors import JointNeighbors, knn_heldout_predictor, neighbor_weights, weighted_neighbor_mean
 from ..reliability import reliability_from_heldout
 from ._base import BaseImputer
 from ._config import Config, boolean, choice, integer
@@ -59,16 +59,14 @@ class KNNImpute(BaseImputer):
 
     def _fit(self) -> None:
         p, pd_ = self.architecture, self.paired
-        self._embedding = JointEmbedding.fit(pd_.spatial_X, pd_.reference_features, p.n_components, self.seed)
-        self._reference_embedding = self._embedding.reference(pd_.reference_features)
+        self._joint = JointNeighbors.fit(pd_.spatial_X, pd_.reference_features, p.n_components, self.seed)
 
     def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
         """Weighted mean of the target genes over the neighbours of ``cells``, found for the block."""
         if "targets" not in self._cache:  # the reference's target genes: on the CPU a view, not a copy
             self._cache["targets"] = torch.as_tensor(self.paired.reference_targets, device=self.device)
-        query = self._embedding.spatial(self.paired.spatial_X[cells])
         k = min(self.architecture.k, self.paired.n_reference)
-        indices, distances = knn_cosine(query, self._reference_embedding, k, device=self.device)
+        indices, distances = self._joint.search(self.paired.spatial_X[cells], k, self.device)
         weights = neighbor_weights(distances, self.architecture.weighting)
         return weighted_neighbor_mean(indices, weights, self._cache["targets"]).cpu().numpy()
 
@@ -81,9 +79,8 @@ class KNNImpute(BaseImputer):
         return reliability_from_heldout(self.paired, predict_heldout, prediction, seed=self.seed)
 
     def _state_dict(self) -> dict:
-        return {f"embedding.{k}": v for k, v in self._embedding.state().items()}
+        return {f"embedding.{k}": v for k, v in self._joint.embedding.state().items()}
 
     def _load_state_dict(self, state: dict) -> None:
-        self._embedding = JointEmbedding.from_state(
-            {k[len("embedding."):]: v for k, v in state.items() if k.startswith("embedding.")}, self.paired.n_features)
-        self._reference_embedding = self._embedding.reference(self.paired.reference_features)
+        self._joint = JointNeighbors.from_state(
+            {k[len("embedding."):]: v for k, v in state.items() if k.startswith("embedding.")}, self.paired.reference_features)

@@ -31,7 +31,7 @@ from .._settings import derive_seed, progress
 from .._validation import SpatialImputeInputError
 from ..data.embeddings import GeneEmbeddings, resolve_gene_embeddings
 from ..data.gene_graph import GRAPH_MODES, aggregation_matrix, gene_similarity
-from ..data.neighbors import JointEmbedding, knn_average, knn_cosine, knn_heldout_predictor
+from ..data.neighbors import JointNeighbors, knn_average, knn_cosine, knn_heldout_predictor
 from ..module.stimpute import (
     ReliabilityMLP,
     StImputeAE,
@@ -333,23 +333,22 @@ class StImpute(BaseImputer):
             self._train_ae(ae, opt, y, n_reference, gen)
         return ae, opt
 
-    def _fit_joint_embedding(self) -> JointEmbedding:
+    def _fit_joint(self) -> JointNeighbors:
         pd_ = self.paired
-        return JointEmbedding.fit(pd_.spatial_X, pd_.reference_features, self.architecture.n_components, self.seed)
+        return JointNeighbors.fit(pd_.spatial_X, pd_.reference_features, self.architecture.n_components, self.seed)
 
-    def _joint_neighbors(self, embedding: JointEmbedding, reference: np.ndarray,
-                         cells: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _joint_neighbors(self, joint: JointNeighbors, cells: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosine neighbours of ``cells`` (default: all) in the joint space of the panel genes,
-        found for these cells only (``reference``: the reference cells' embedding)."""
+        found for these cells only."""
         x = self.paired.spatial_X if cells is None else self.paired.spatial_X[cells.cpu().numpy()]
-        return knn_cosine(embedding.spatial(x), reference, self.architecture.k, device=self.device)
+        return joint.search(x, self.architecture.k, self.device)
 
     def _neighbors(self, cells: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Neighbour indices the GNN reads and the (indices, distances) of the blend's kNN mean,
         for ``cells`` (default: all): found for the cells in the joint space, or rows of the
         autoencoder space's tables."""
-        if self._embedding is not None:
-            joint = self._joint_neighbors(self._embedding, self._reference_embedding, cells)
+        if self._joint is not None:
+            joint = self._joint_neighbors(self._joint, cells)
             return joint[0], joint
         if cells is None:
             return self._idx_pred, self._blend_neighbors
@@ -371,15 +370,14 @@ class StImpute(BaseImputer):
         ref_all = torch.as_tensor(pd_.reference_X, dtype=torch.float32, device=dev)
         ref_feat = ref_all[:, :nf].contiguous()
 
-        ae, self._embedding = None, None
+        ae, self._joint = None, None
         if arch.neighbor_space == "autoencoder":
             ae, ae_opt = self._fit_autoencoder(y, pd_.n_reference)
 
             def neighbors():
                 return knn_cosine(self._encode(ae, y), self._encode(ae, ref_feat), k, device=dev)
         else:  # neighbours of the cells each step reads, found when it reads them
-            self._embedding = self._fit_joint_embedding()
-            self._reference_embedding = self._embedding.reference(pd_.reference_features)
+            self._joint = self._fit_joint()
 
         torch.manual_seed(derive_seed(self.seed, "stimpute-gnn-init"))
         gnn = StImputeGNN(k, arch.hidden).to(dev)
@@ -548,16 +546,11 @@ class StImpute(BaseImputer):
         # the joint-space kNN stand-in, so the model is applied to the kind of prediction it
         # was fitted on (re-training stImpute per internal gene fold would cost 5 fits).
         targets = np.arange(nf, nf + pd_.n_targets)
-        if self._embedding is not None:
-            embedding, reference = self._embedding, self._reference_embedding
-        else:
-            embedding = self._fit_joint_embedding()
-            reference = embedding.reference(pd_.reference_features)
+        joint = self._joint if self._joint is not None else self._fit_joint()
 
         def stand_in(cells: np.ndarray) -> np.ndarray:
             rows = torch.as_tensor(cells, device=self.device)
-            joint = self._joint_neighbors(embedding, reference, rows)
-            return knn_average(pd_, joint, targets, "similarity", self.device)
+            return knn_average(pd_, self._joint_neighbors(joint, rows), targets, "similarity", self.device)
 
         predict_heldout = knn_heldout_predictor(pd_, k=arch.k, n_components=arch.n_components, seed=self.seed,
                                                 device=self.device)
@@ -573,8 +566,8 @@ class StImpute(BaseImputer):
             if self._rel_cells is not None:
                 state["rel_cells"] = self._rel_cells
         state.update({f"mix.{k}": v for k, v in self._mix_pred.state().items()})
-        if self._embedding is not None:
-            state.update({f"embedding.{k}": v for k, v in self._embedding.state().items()})
+        if self._joint is not None:
+            state.update({f"embedding.{k}": v for k, v in self._joint.embedding.state().items()})
         else:
             state["idx_pred"] = self._idx_pred.to(torch.int64)
             state["blend_idx"] = self._blend_neighbors[0].to(torch.int64).clone()  # may be idx_pred itself
@@ -588,11 +581,10 @@ class StImpute(BaseImputer):
             raise SpatialImputeInputError("path", "a saved stImpute model with resolved k, hidden and alpha",
                                           "unresolved options", "the folder was edited: save the model again")
         self.embedding_coverage = state.get("embedding_coverage", {})
-        self._embedding, self._idx_pred, self._blend_neighbors = None, None, None
+        self._joint, self._idx_pred, self._blend_neighbors = None, None, None
         if arch.neighbor_space == "joint":
-            self._embedding = JointEmbedding.from_state(
-                {k[len("embedding."):]: v for k, v in state.items() if k.startswith("embedding.")}, pd_.n_features)
-            self._reference_embedding = self._embedding.reference(pd_.reference_features)
+            self._joint = JointNeighbors.from_state(
+                {k[len("embedding."):]: v for k, v in state.items() if k.startswith("embedding.")}, pd_.reference_features)
         else:
             shape = (pd_.n_cells, arch.k)
             idx = state["idx_pred"].to(dev, torch.int64)
