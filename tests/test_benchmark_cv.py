@@ -77,7 +77,7 @@ class SpyImputer(BaseImputer):
 
     def _predict(self) -> np.ndarray:
         p = self.paired
-        depth = p.spatial_X.mean(axis=1, keepdims=True)
+        depth = np.asarray(p.spatial_X).mean(axis=1, keepdims=True)
         return depth * p.reference_targets.mean(axis=0, keepdims=True)
 
     def _reliability(self, prediction: np.ndarray) -> np.ndarray:

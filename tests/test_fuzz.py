@@ -154,7 +154,8 @@ def test_prepare_pair_is_valid_or_a_clean_error(spatial, reference, options):
     else:
         event("valid")
         assert isinstance(paired, PairedData)
-        assert np.isfinite(paired.spatial_X).all() and (paired.spatial_X >= 0).all()
+        panel = np.asarray(paired.spatial_X)
+        assert np.isfinite(panel).all() and (panel >= 0).all()
         assert np.isfinite(paired.reference_X).all() and np.isfinite(paired.coords).all()
         assert paired.spatial_X.shape == (spatial.n_obs, paired.n_features)
         assert set(paired.feature_genes).isdisjoint(paired.target_genes)

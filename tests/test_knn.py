@@ -124,7 +124,7 @@ def test_reliability_targets_as_a_function_of_cells(small_pair):
     spatial, reference, _ = small_pair
     paired = KNNImpute(spatial, reference).paired
     rng = np.random.default_rng(0)
-    noisy_panel = paired.spatial_X + rng.normal(scale=0.5, size=paired.spatial_X.shape)
+    noisy_panel = np.asarray(paired.spatial_X) + rng.normal(scale=0.5, size=paired.spatial_X.shape)
     targets = rng.gamma(1.0, size=(paired.n_cells, paired.n_targets))
 
     def predict_heldout(train, heldout, cells):

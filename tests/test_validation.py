@@ -308,3 +308,34 @@ def test_counts_are_kept_only_when_asked_and_the_inputs_stay_untouched(pair):
     assert held.spatial_counts is None and held.spatial_X.shape == (5, without.n_features - 2)
     np.testing.assert_array_equal(spatial.X, before[0])
     np.testing.assert_array_equal(reference.X, before[1])
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr", "csc"])
+def test_spatial_panel_is_read_on_demand_with_the_same_values(pair, layout):
+    """The panel is normalised when read: every way of reading it, after cell and gene
+    subsets, gives the values of the dense normalised copy, and writing into what was read
+    changes neither the caller's matrix nor the next read."""
+    spatial, reference, _ = pair
+    dense = np.asarray(spatial.X, dtype=np.float32)
+    spatial.X = {"dense": dense, "csr": sp.csr_matrix(dense), "csc": sp.csc_matrix(dense)}[layout]
+    before = dense.copy()
+    p = prepare_pair(spatial, reference)
+    columns = spatial.var_names.get_indexer(p.feature_genes)
+    expected = log_normalize(dense)[:, columns]
+    np.testing.assert_array_equal(np.asarray(p.spatial_X), expected)
+    np.testing.assert_array_equal(np.asarray(p.spatial_counts), dense[:, columns])
+    cells, genes = np.array([7, 3, 3, 120]), np.array([5, 0])
+    view = p.subset_cells(cells).hold_out_features(genes)
+    kept = np.setdiff1d(np.arange(p.n_features), genes)
+    sub = expected[np.ix_(cells, kept)]
+    assert view.spatial_X.shape == sub.shape
+    np.testing.assert_array_equal(view.spatial_X[np.array([2, 0])], sub[[2, 0]])
+    np.testing.assert_array_equal(view.spatial_X[1:3, np.array([4, 1])], sub[1:3][:, [4, 1]])
+    np.testing.assert_array_equal(view.spatial_X[np.ix_([3, 1], [0, 2])], sub[np.ix_([3, 1], [0, 2])])
+    np.testing.assert_array_equal(view.spatial_X[np.array([True, False, False, True])], sub[[0, 3]])
+    read = view.spatial_X[np.arange(4)]
+    read[:] = -1.0
+    np.testing.assert_array_equal(view.spatial_X[np.arange(4)], sub)
+    np.testing.assert_array_equal(dense, before)
+    with pytest.raises(IndexError):
+        view.spatial_X[np.array([4])]

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .data.normalize import library_sizes, log_normalize
+from .data.normalize import library_sizes, log_normalize, normalization_scale
+from .data.panel import PanelMatrix
 from .data.paired import PairedData
 
 #: A reference needs at least this many cells with counts to be usable.
@@ -377,7 +378,9 @@ def prepare_pair(
     Returns
     -------
     PairedData
-        Copies of everything the methods need; the inputs are not modified.
+        Everything the methods need: copies, except the spatial panel, which is read from
+        the spatial matrix on demand (so it must not change while a model uses it); the
+        inputs are not modified.
     """
     check_bool(case_insensitive_genes, "case_insensitive_genes")
     for value, name in ((spatial_layer, "spatial_layer"), (reference_layer, "reference_layer"),
@@ -425,10 +428,9 @@ def prepare_pair(
 
     sp_lib = _library_size(spatial, sp_matrix, library_size_key, "spatial")
     candidate = [g for g in shared if g not in target_set]
-    sp_cols = spatial_genes.get_indexer(candidate)
-    sp_counts = _dense_columns(sp_matrix, sp_cols)
+    sp_counts = PanelMatrix(sp_matrix, spatial_genes.get_indexer(candidate))  # read on demand, never copied
     ref_cand = _dense_columns(ref_matrix, reference_genes.get_indexer(candidate), ref_keep)
-    silent = (sp_counts.sum(axis=0) == 0) | (ref_cand.sum(axis=0) == 0)
+    silent = (sp_counts.sums(axis=0) == 0) | (ref_cand.sum(axis=0) == 0)
     if silent.any():
         _warn(
             f"{int(silent.sum())} panel genes are all-zero in the spatial data or the reference "
@@ -441,8 +443,8 @@ def prepare_pair(
             "every shared gene is a target or all-zero", "impute fewer panel genes at a time (e.g. in folds)",
         )
     if silent.any():
-        sp_counts = sp_counts[:, ~silent]
-    empty_cells = sp_counts.sum(axis=1) == 0
+        sp_counts = sp_counts.take_genes(~silent)
+    empty_cells = sp_counts.sums(axis=1) == 0
     if empty_cells.any():
         _warn(f"{int(empty_cells.sum())} spatial cells have no counts in the panel genes; their imputation rests on no data")
 
@@ -455,8 +457,8 @@ def prepare_pair(
     sp_median = float(np.median(sp_lib[sp_lib > 0])) if (sp_lib > 0).any() else 1.0
     ref_median = float(np.median(ref_lib[ref_keep]))
     spatial_labels, reference_labels = _labels(spatial, reference, labels_key, reference_labels_key, ref_keep)
-    # without counts to keep, the float32 copies are normalised in place (one copy, not two)
-    spatial_X = log_normalize(sp_counts, sp_lib, sp_median, out=None if keep_counts else sp_counts)
+    spatial_X = sp_counts.log_normalized(normalization_scale(sp_lib, sp_median))
+    # without counts to keep, the reference's float32 copy is normalised in place (one copy, not two)
     reference_X = log_normalize(ref_counts, ref_lib[ref_keep], ref_median, out=None if keep_counts else ref_counts)
     return PairedData(
         cell_names=pd.Index(spatial.obs_names.astype(str)).copy(),

@@ -45,11 +45,7 @@ def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: fl
         Dense float32 log-normalised matrix of the same shape.
     """
     lib = library_sizes(counts) if library_size is None else np.asarray(library_size, dtype=np.float64)
-    positive = lib > 0
-    if target_sum is None:
-        target_sum = float(np.median(lib[positive])) if positive.any() else 1.0
-    scale = np.zeros_like(lib)
-    scale[positive] = target_sum / lib[positive]
+    scale = normalization_scale(lib, target_sum)
     if sp.issparse(counts):
         counts = sp.csr_matrix(counts)
     else:
@@ -58,23 +54,41 @@ def log_normalize(counts, library_size: np.ndarray | None = None, target_sum: fl
         out = np.empty(counts.shape, dtype=np.float32)
     for rows in row_chunks(counts):
         part = counts[rows]
-        part = part.toarray().astype(np.float64, copy=False) if sp.issparse(part) else part.astype(np.float64)
-        part *= scale[rows, None]
-        np.log1p(part, out=part)
-        out[rows] = part
+        out[rows] = log1p_scaled(part.toarray() if sp.issparse(part) else part, scale[rows])
     return out
 
 
-def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def normalization_scale(library_size: np.ndarray, target_sum: float | None = None) -> np.ndarray:
+    """Per-cell factor ``target_sum / library size`` (0 for cells without counts); ``target_sum``
+    defaults to the median of the positive library sizes."""
+    lib = np.asarray(library_size, dtype=np.float64)
+    positive = lib > 0
+    if target_sum is None:
+        target_sum = float(np.median(lib[positive])) if positive.any() else 1.0
+    scale = np.zeros_like(lib)
+    scale[positive] = target_sum / lib[positive]
+    return scale
+
+
+def log1p_scaled(counts: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``log1p(counts * scale[:, None])`` of a dense block, computed in float64, as float32."""
+    part = np.asarray(counts).astype(np.float64)
+    part *= scale[:, None]
+    np.log1p(part, out=part)
+    return part.astype(np.float32)
+
+
+def column_moments(X) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation, float64.
 
-    Computed in row chunks (two passes), so no full-size working copy is made.
+    Computed in row chunks (two passes), so no full-size working copy is made; ``X`` is an
+    array or anything whose row slices are arrays (a :class:`~spatialimpute.data.panel.PanelMatrix`).
     """
-    X = np.asarray(X)
+    X = X if hasattr(X, "shape") else np.asarray(X)
     if X.shape[0] == 0:
         return np.zeros(X.shape[1]), np.zeros(X.shape[1])
-    mean = X.mean(axis=0, dtype=np.float64)
-    squares = sum(np.square(X[c] - mean).sum(axis=0) for c in row_chunks(X))
+    mean = sum(np.asarray(X[c]).sum(axis=0, dtype=np.float64) for c in row_chunks(X)) / X.shape[0]
+    squares = sum(np.square(np.asarray(X[c]) - mean).sum(axis=0) for c in row_chunks(X))
     return mean, np.sqrt(squares / X.shape[0])
 
 

@@ -8,14 +8,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .panel import PanelMatrix
+
 
 @dataclass(frozen=True)
 class PairedData:
     """Spatial cells and reference cells aligned on one gene order.
 
-    Built by :func:`spatialimpute._validation.prepare_pair`; every array is a fresh copy,
-    never the caller's. Columns of the reference matrices are ``feature_genes`` followed by
-    ``target_genes``.
+    Built by :func:`spatialimpute._validation.prepare_pair`. The spatial panel is read from
+    the caller's matrix on demand (:class:`~spatialimpute.data.panel.PanelMatrix`, never
+    written to); every other array is a fresh copy. Columns of the reference matrices are
+    ``feature_genes`` followed by ``target_genes``.
 
     Attributes
     ----------
@@ -26,10 +29,12 @@ class PairedData:
     target_genes
         Genes to impute, in the caller's order.
     spatial_X
-        Log-normalised spatial expression of the feature genes, float32 (cells x features).
+        Log-normalised spatial expression of the feature genes (cells x features), read as
+        float32 arrays: ``spatial_X[cells]``, ``spatial_X[np.ix_(cells, genes)]``,
+        ``np.asarray(spatial_X)``.
     spatial_counts
-        Raw spatial values of the feature genes, float32; ``None`` unless the method reads
-        counts (``prepare_pair(keep_counts=True)``).
+        Raw spatial values of the feature genes, read the same way; ``None`` unless the
+        method reads counts (``prepare_pair(keep_counts=True)``).
     spatial_library_size
         Per-cell library size used for normalisation (all genes of the spatial object).
     reference_X
@@ -56,8 +61,8 @@ class PairedData:
     cell_names: pd.Index
     feature_genes: list[str]
     target_genes: list[str]
-    spatial_X: np.ndarray
-    spatial_counts: np.ndarray | None
+    spatial_X: PanelMatrix
+    spatial_counts: PanelMatrix | None
     spatial_library_size: np.ndarray
     reference_X: np.ndarray
     reference_counts: np.ndarray | None
@@ -116,8 +121,8 @@ class PairedData:
         cells = np.asarray(cells, dtype=np.int64)
         labels = self.spatial_labels
         return dataclasses.replace(
-            self, cell_names=self.cell_names[cells], spatial_X=self.spatial_X[cells],
-            spatial_counts=_take(self.spatial_counts, cells), spatial_library_size=self.spatial_library_size[cells],
+            self, cell_names=self.cell_names[cells], spatial_X=self.spatial_X.take_cells(cells),
+            spatial_counts=_panel_cells(self.spatial_counts, cells), spatial_library_size=self.spatial_library_size[cells],
             coords=self.coords[cells], sample_ids=self.sample_ids[cells],
             spatial_labels=None if labels is None else labels[cells],
         )
@@ -134,7 +139,7 @@ class PairedData:
         return dataclasses.replace(
             self, feature_genes=[self.feature_genes[i] for i in train],
             target_genes=[self.feature_genes[i] for i in heldout],
-            spatial_X=self.spatial_X[:, train], spatial_counts=_take(self.spatial_counts, train, axis=1),
+            spatial_X=self.spatial_X.take_genes(train), spatial_counts=_panel_genes(self.spatial_counts, train),
             reference_X=self.reference_X[:, columns], reference_counts=_take(self.reference_counts, columns, axis=1),
             target_in_panel=np.ones(heldout.size, dtype=bool),
         )
@@ -144,10 +149,18 @@ class PairedData:
         order = pd.Index(self.feature_genes).get_indexer(genes)
         columns = np.concatenate([order, np.arange(self.n_features, self.n_features + self.n_targets)])
         return dataclasses.replace(
-            self, feature_genes=list(genes), spatial_X=self.spatial_X[:, order],
-            spatial_counts=_take(self.spatial_counts, order, axis=1),
+            self, feature_genes=list(genes), spatial_X=self.spatial_X.take_genes(order),
+            spatial_counts=_panel_genes(self.spatial_counts, order),
             reference_X=self.reference_X[:, columns], reference_counts=_take(self.reference_counts, columns, axis=1),
         )
+
+
+def _panel_cells(panel: PanelMatrix | None, cells: np.ndarray) -> PanelMatrix | None:
+    return None if panel is None else panel.take_cells(cells)
+
+
+def _panel_genes(panel: PanelMatrix | None, genes: np.ndarray) -> PanelMatrix | None:
+    return None if panel is None else panel.take_genes(genes)
 
 
 def _take(values: np.ndarray | None, index: np.ndarray, axis: int = 0) -> np.ndarray | None:

@@ -366,7 +366,10 @@ class StImpute(BaseImputer):
         pd_, dev = self.paired, self.device
         nf, k = pd_.n_features, arch.k
 
-        y = torch.as_tensor(pd_.spatial_X, dtype=torch.float32, device=dev)
+        batch = self._batch_size()
+        # the whole panel as one tensor only where a step reads every cell; batches read their rows
+        whole = arch.neighbor_space == "autoencoder" or batch is None or (arch.reliability and arch.reliability_model == "mlp")
+        y = torch.as_tensor(np.asarray(pd_.spatial_X), device=dev) if whole else None
         ref_all = torch.as_tensor(pd_.reference_X, dtype=torch.float32, device=dev)
         ref_feat = ref_all[:, :nf].contiguous()
 
@@ -383,7 +386,6 @@ class StImpute(BaseImputer):
         gnn = StImputeGNN(k, arch.hidden).to(dev)
         gnn_opt = torch.optim.Adam(gnn.parameters(), lr=sched.lr, weight_decay=sched.weight_decay)
         chunk = self._chunk(nf)
-        batch = self._batch_size()
         self.fit_info = {"train_chunk_cells": chunk, "batch_cells": batch, "graph_rank": mix_pred.rank}
         batch_gen = torch.Generator(device="cpu").manual_seed(derive_seed(self.seed, "stimpute-batches"))
         idx = None
@@ -400,7 +402,8 @@ class StImpute(BaseImputer):
                 else:
                     sel = self._batch(batch_gen, batch)
                     sel_idx = idx[sel] if ae is not None else self._neighbors(sel)[0]
-                    loss = gnn_loss_and_backward(gnn, ref_feat, sel_idx, y[sel], mix_train, chunk)
+                    y_sel = torch.as_tensor(pd_.spatial_X[sel.cpu().numpy()], device=dev) if y is None else y[sel]
+                    loss = gnn_loss_and_backward(gnn, ref_feat, sel_idx, y_sel, mix_train, chunk)
                 gnn_opt.step()
                 self.log("gnn_loss", loss)
             gnn.eval()

@@ -129,11 +129,11 @@ def prepare(paired, arch: STGNETArchitecture) -> Prepared:
         gene_max = p.reference_X.max(axis=0).astype(np.float64)[order]
         gene_max = np.where(gene_max > 0, gene_max, 1.0)
         reference = np.ascontiguousarray(p.reference_X[:, order] / gene_max).astype(np.float32)
-        sp_scaled = p.spatial_X / gene_max[feature_pos]
+        sp_scaled = np.asarray(p.spatial_X) / gene_max[feature_pos]
     else:
         ref_scaled, _ = stgnet_scale(p.reference_counts, p.reference_library_size)
         reference = np.ascontiguousarray(ref_scaled[:, order])
-        sp_scaled, cell_max = stgnet_scale(p.spatial_counts, p.spatial_library_size)
+        sp_scaled, cell_max = stgnet_scale(np.asarray(p.spatial_counts), p.spatial_library_size)
     spatial = np.zeros((p.n_cells, len(genes)), dtype=np.float32)
     spatial[:, feature_pos] = align(sp_scaled, reference[:, feature_pos], arch.spatial_alignment)
     reference_inputs = spatial_inputs = None
