@@ -124,7 +124,7 @@ def test_methods_without_a_block_path_fall_back_to_whole(small_pair, whole):
     spatial, reference, _ = small_pair
     calls = []
 
-    class Whole(si.KNNImpute):  # like STGNET: only _predict
+    class Whole(si.KNNImpute):  # like STGNET with refine=True: only _predict
         _predict_block = BaseImputer._predict_block
 
         def _predict(self):

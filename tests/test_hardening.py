@@ -261,6 +261,19 @@ def test_item5_damaged_model_folders(tiny, knn_folder, tmp_path, damage):
         KNNImpute.load(path, spatial, reference)
 
 
+def test_item5_a_folder_saved_in_an_older_layout_says_so(tiny, knn_folder, tmp_path):
+    spatial, reference, _ = tiny
+    src, _ = knn_folder
+    path = tmp_path / "old"
+    path.mkdir()
+    meta = json.loads((src / "model.json").read_text())
+    meta["format"] -= 1
+    (path / "model.json").write_text(json.dumps(meta))
+    (path / "state.safetensors").write_bytes((src / "state.safetensors").read_bytes())
+    with pytest.raises(SpatialImputeInputError, match="older spatialimpute.*train the model again"):
+        KNNImpute.load(path, spatial, reference)
+
+
 def test_item5_huge_coordinates_are_refused(tiny):
     spatial, reference, _ = tiny
     sp = spatial.copy()

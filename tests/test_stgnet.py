@@ -259,11 +259,11 @@ PAPER_SPECIFICATION = {
     # Adam 0.01, weight decay 1e-4, loss 1 ZINB + 1 SR + 10 KL
     "spatial_degree": 4.0, "feature_k": 5, "s5_hidden": [128, 64], "s5_epochs": 101, "s5_lr": 0.01,
     "s5_weight_decay": 1e-4, "zinb_weight": 1.0, "sr_weight": 1.0, "kl_weight": 10.0,
-    # GAN schedule: 500 epochs of batches of 100 over all reference cells, critics with
+    # GAN schedule: 500 epochs of batches of 100 over all reference (and spatial) cells, critics with
     # gradient penalty 10 and adversarial weight 0.1, a generator update every 5 batches,
     # Adam 1e-4 (stage 1) and 1e-5 (stages 2-3)
     "s1_epochs": 500, "s2_epochs": 500, "s3_epochs": 500, "s1_steps": None, "s2_steps": None, "s3_steps": None,
-    "batch_size": 100, "reference_cells": None, "image_budget": None, "adversarial": True, "gp_weight": 10.0, "adv_weight": 0.1,
+    "batch_size": 100, "reference_cells": None, "spatial_cells": None, "image_budget": None, "adversarial": True, "gp_weight": 10.0, "adv_weight": 0.1,
     "n_critic": 5, "s3_update_every": 5, "s1_lr": 1e-4, "s2_lr": 1e-5, "s3_lr": 1e-5,
     # stage 2: masks x > 0 with class samples of G1 as targets; stage 3: a random student
     # regressed onto a fresh teacher pass at every update, its last iterate; no fine-tuning
@@ -307,13 +307,14 @@ def test_network_inputs_standardized_panel_genes(sim):
     spatial, reference, _ = sim
     held = list(spatial.var_names[:3])
     m = STGNET(_panel_without(spatial, held), reference, genes=held, device="cpu")
-    d = prepare(m.paired, m.architecture)
-    sp_in = d.spatial_inputs[:, d.feature_pos]
+    d = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells))
+    rows = d.spatial_rows(m.paired, np.arange(m.paired.n_cells))
+    sp_in = rows.inputs[:, d.feature_pos]
     np.testing.assert_allclose(sp_in.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(sp_in.std(0), 1, atol=1e-4)
-    assert (d.spatial_inputs[:, d.target_pos] == 0).all()
+    assert (rows.inputs[:, d.target_pos] == 0).all()
     np.testing.assert_allclose(d.reference_inputs.std(0), 1, atol=1e-4)
-    assert d.spatial.min() >= 0 and d.spatial.max() <= 1 and d.reference.max() <= 1
+    assert rows.values.min() >= 0 and rows.values.max() <= 1 and d.reference.max() <= 1
     assert d.genes == sorted(d.genes)  # a layout that does not depend on the fold
 
 
@@ -326,7 +327,7 @@ def test_stage2_targets_smoothed_over_reference_neighbours():
     spatial, reference, _ = simulate_pair(n_spatial=60, n_reference=400, n_genes=30, n_panel=24, n_cell_types=4,
                                           reference_depth=300, seed=5)
     m = STGNET(spatial, reference, genes=list(spatial.var_names[:3]), device="cpu")
-    raw = prepare(m.paired, m.architecture).reference
+    raw = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells)).reference
     smoothed = smoothed_targets(m.paired.reference_X, raw, 15, 0, "cpu")
     types = reference.obs["cell_type"].astype(str).to_numpy()
     within = {"raw": [], "smoothed": [], "between": []}
@@ -408,3 +409,43 @@ def test_schedule_configs_are_frozen_and_checked_together():
         STGNETSchedule().s2_steps = 3
     assert STGNETSchedule(s2_steps=None, s2_epochs=2).length("s2", 250) == 4  # 2 passes of 2 batches of 100
     assert STGNETSchedule().length("s3", 10**6) == STGNETSchedule().s3_steps  # a budget: independent of cells
+
+
+def test_fast_preset_predicts_in_blocks_and_trains_the_student_on_a_sample(sim):
+    """Without stage 5 every cell is imputed on its own (its own noise, the alignment fitted
+    once): blocks of cells give the whole prediction. Stage 3 trains on at most
+    ``spatial_cells`` cells, and every cell is still imputed."""
+    spatial, reference, _ = sim
+    held = list(spatial.var_names[:3])
+    model = STGNET(_panel_without(spatial, held), reference, genes=held, seed=0,
+                   **{**TINY, "refine": False, "spatial_cells": 120}).train()
+    whole = model.impute(block_size=10**6)
+    blocked = model.impute(block_size=37, scheduler="synchronous")
+    assert blocked.uns["spatialimpute"]["prediction"]["n_blocks"] == 9
+    np.testing.assert_allclose(blocked.X, whole.X, rtol=1e-5, atol=1e-6)
+    assert model.provenance()["stgnet"]["student_cells"] == 120
+    assert whole.n_obs == spatial.n_obs and np.isfinite(whole.X).all()
+    everyone = STGNET(_panel_without(spatial, held), reference, genes=held, seed=0, **{**TINY, "refine": False}).train()
+    assert everyone.provenance()["stgnet"]["student_cells"] == spatial.n_obs
+    assert np.abs(everyone.impute().X - whole.X).max() > 1e-4  # the sample is what the student saw
+
+
+def test_quantile_map_ranks_new_values_among_the_fitted_ones():
+    """Fitted values map by their average rank among themselves; other values by where they
+    fall among them (monotone, within the reference's range)."""
+    from scipy.stats import rankdata
+
+    from spatialimpute.model.stgnet.data import QuantileMap
+
+    rng = np.random.default_rng(0)
+    fitted, reference = rng.gamma(1.0, size=(200, 3)), rng.normal(size=(500, 3))
+    fitted[:20, 0] = 0.0  # ties
+    qmap = QuantileMap.fit(fitted, reference)
+    q = (rankdata(fitted, axis=0) - 0.5) / fitted.shape[0]  # average ranks of ties
+    expected = np.stack([np.quantile(reference[:, j], q[:, j]) for j in range(3)], axis=1).astype(np.float32)
+    np.testing.assert_array_equal(qmap.apply(fitted), expected)
+    new = np.sort(rng.gamma(1.0, size=(50, 3)) * 2, axis=0)
+    out = qmap.apply(new)
+    assert (np.diff(out, axis=0) >= 0).all()
+    low, high = reference.min(axis=0).astype(np.float32), reference.max(axis=0).astype(np.float32)
+    assert (out >= low).all() and (out <= high).all() and (out[-1] == high).all()

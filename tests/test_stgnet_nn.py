@@ -186,8 +186,8 @@ def test_stage4_reads_inputs_and_keeps_observed_images():
     gm[..., 0, :] = 0
     onehot, coords = _onehot(n, c), torch.rand(n, 2)
     net = UNetImputer(s, c, 16, 4, 3, n_coords=2, mask_input=True)
-    out = S.infer_stage4(net, images, gm, onehot, coords, batch_size=n, inputs=inputs, generator=torch.Generator().manual_seed(3))
-    eps = torch.rand(images.shape, generator=torch.Generator().manual_seed(3))
+    out = S.infer_stage4(net, images, gm, onehot, coords, batch_size=4, inputs=inputs, cells=np.arange(n), noise_seed=3)
+    eps = S.cell_noise(np.arange(n), 3, (1, s, s))
     with torch.no_grad():
         expected = net.eval()(inputs, gm.expand_as(images), eps, onehot, coords)
     torch.testing.assert_close(out[..., 1:, :], images[..., 1:, :])

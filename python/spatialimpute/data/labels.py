@@ -88,7 +88,7 @@ def transfer_labels(
         int64 codes ``(N_st,)``. Cells with constant expression get the most frequent
         reference label.
     """
-    spatial_X = np.asarray(spatial_X)
+    spatial_X = spatial_X if hasattr(spatial_X, "take_cells") else np.asarray(spatial_X)  # a PanelMatrix is read by chunk
     reference_X = np.asarray(reference_X)
     reference_codes = np.asarray(reference_codes, dtype=np.int64)
     if spatial_X.ndim != 2 or reference_X.ndim != 2 or spatial_X.shape[1] != reference_X.shape[1]:
@@ -104,21 +104,23 @@ def transfer_labels(
         raise ValueError(f'method: expected "pearson" or "knn"; found {method!r}')
     n_codes = int(reference_codes.max()) + 1
     fallback = int(np.bincount(reference_codes, minlength=n_codes).argmax())
+    spatial_scales = None
     if standardize_genes:
-        reference_X, spatial_X = normalize.standardize_genes(reference_X), normalize.standardize_genes(spatial_X)
+        reference_X, spatial_scales = normalize.standardize_genes(reference_X), normalize.gene_scales(spatial_X)
     zr = _zscore_rows(reference_X)
-    zs = _zscore_rows(spatial_X)
-    constant = ~(zs != 0).any(axis=1)
     out = np.empty(spatial_X.shape[0], dtype=np.int64)
     kk = int(min(k, reference_X.shape[0]))
-    for start in range(0, zs.shape[0], chunk_size):
-        corr = zs[start : start + chunk_size] @ zr.T
+    for start in range(0, spatial_X.shape[0], chunk_size):
+        part = np.asarray(spatial_X[start : start + chunk_size])
+        zs = _zscore_rows(part if spatial_scales is None else normalize.standardize_genes(part, spatial_scales))
+        corr = zs @ zr.T
         if method == "pearson":
-            out[start : start + chunk_size] = reference_codes[corr.argmax(axis=1)]
+            codes = reference_codes[corr.argmax(axis=1)]
         else:
             top = np.argpartition(-corr, kk - 1, axis=1)[:, :kk]
             votes = np.zeros((corr.shape[0], n_codes), dtype=np.int64)
             np.add.at(votes, (np.repeat(np.arange(corr.shape[0]), kk), reference_codes[top].ravel()), 1)
-            out[start : start + chunk_size] = votes.argmax(axis=1)
-    out[constant] = fallback
+            codes = votes.argmax(axis=1)
+        codes[~(zs != 0).any(axis=1)] = fallback  # constant cells
+        out[start : start + chunk_size] = codes
     return out

@@ -24,7 +24,7 @@ from ._config import CONFIG_VERSION, Config, split_options
 _STATE_FILE = "state.safetensors"
 _META_FILE = "model.json"
 #: Version of the saved-folder layout; :meth:`BaseImputer.load` reads only this one.
-_FORMAT = 2
+_FORMAT = 3
 #: Tensors the base class saves beside the method's state, to recognise the training data.
 _DATA_PREFIX = "_spatialimpute."
 #: ``prepare_pair`` options a saved model may carry, with the types each accepts.
@@ -244,8 +244,8 @@ class BaseImputer:
             failure leaves nothing at ``out``), and return it with ``X`` as a dask array.
         block_size
             Cells per block (default: about 16 million output values a block). Prediction
-            memory is bounded by a block for methods with a block path (kNN, stImpute);
-            STGNET predicts all cells at once.
+            memory is bounded by a block for methods with a block path (all but STGNET
+            with stage 5 or batch-statistics BatchNorm, which predicts all cells at once).
         scheduler
             Dask scheduler running the blocks: ``None``/``"threads"`` (local threads sized to
             the machine), ``"synchronous"``, a ``distributed.Client`` or a scheduler address;
@@ -553,6 +553,10 @@ def _read_meta(path: Path, cls) -> dict:
                                       "the folder is damaged: save the model again") from err
     if not isinstance(meta, dict):
         raise SpatialImputeInputError(where, "a JSON object", type(meta).__name__, "the folder is damaged: save the model again")
+    if isinstance(meta.get("format"), int) and not isinstance(meta["format"], bool) and meta["format"] < _FORMAT:
+        raise SpatialImputeInputError(f"{where}: format", f"{_FORMAT} (the layout this version reads)", str(meta["format"]),
+                                      "the model was saved by an older spatialimpute, whose saved state this version "
+                                      "does not read: train the model again and save it")
     missing = sorted(set(_META_CHECKS) - set(meta))
     unknown = sorted(set(meta) - set(_META_CHECKS))
     if missing or unknown:

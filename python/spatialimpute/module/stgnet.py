@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,10 +73,8 @@ def critic_loss(
     return critic(fake).mean() - critic(real).mean() + gradient_penalty(critic, real, fake, generator=generator, weight=gp_weight)
 
 
-def _rand_like(x: torch.Tensor, generator: torch.Generator, kind: str = "uniform") -> torch.Tensor:
-    if kind == "uniform":
-        return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def _rand_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def _adam(module: nn.Module | None, lr: float, betas: tuple[float, float]):
@@ -403,7 +402,8 @@ def infer_stage4(
     bn_mode: str = "running_stats",
     batch_size: int = 100,
     inputs: torch.Tensor | None = None,
-    generator: torch.Generator,
+    cells: np.ndarray,
+    noise_seed: int,
 ) -> torch.Tensor:
     """Impute spatial images: ``g x + (1 - g) G3(x_in, g, eps, y, c)``.
 
@@ -417,6 +417,10 @@ def infer_stage4(
         are left as they were).
     inputs
         What the network reads (default ``images``), as in :func:`train_stage2`.
+    cells, noise_seed
+        The cells' indices (one per image) and the seed of their noise
+        (:func:`cell_noise`: a cell's noise does not depend on the other cells imputed
+        with it).
 
     Returns
     -------
@@ -436,11 +440,24 @@ def infer_stage4(
         x = images[sl]
         x_in = x if inputs is None else inputs[sl]
         gm = gene_mask.expand_as(x)
-        eps = _rand_like(x, generator, noise)
+        eps = cell_noise(cells[sl], noise_seed, tuple(x.shape[1:]), noise).to(device=x.device, dtype=x.dtype)
         out[sl] = gm * x + (1 - gm) * G3(x_in, gm, eps, onehot[sl], coords[sl])
     if saved is not None:
         G3.load_state_dict({**G3.state_dict(), **saved})
     G3.train(was_training)
+    return out
+
+
+def cell_noise(cells: np.ndarray, seed: int, shape: tuple[int, ...], kind: str = "uniform") -> torch.Tensor:
+    """Noise of ``shape`` per cell (``"uniform"`` U(0, 1) or ``"normal"`` N(0, 1)), each cell's
+    drawn from its own stream (``seed``, cell index): the same whichever block of cells it
+    is imputed in."""
+    out = torch.empty((len(cells), *shape))
+    gen = torch.Generator()
+    draw = torch.rand if kind == "uniform" else torch.randn
+    for i, cell in enumerate(np.asarray(cells, dtype=np.int64)):
+        gen.manual_seed((int(seed) << 32) | int(cell))
+        out[i] = draw(shape, generator=gen)
     return out
 
 

@@ -93,7 +93,9 @@ class STGNETSchedule(Config):
     ``image_budget``: with step budgets, images of more pixels than this (panels of more
     genes) get proportionally fewer steps, so that a stage's work stays bounded as the panel
     grows (``None``: no scaling). ``reference_cells``: stages 1-2 train on a random sample
-    of at most this many reference cells (``None``: all of them). ``s2_panel_steps``:
+    of at most this many reference cells (``None``: all of them). ``spatial_cells``: stage 3
+    trains on, and the quantile alignment is fitted on, a random sample of at most this
+    many spatial cells (``None``: all of them); every cell is imputed. ``s2_panel_steps``:
     mini-batches of the teachers' fine-tuning with the spatial panel as their mask (0: none).
 
     Optimisation: ``s1_lr`` / ``s2_lr`` / ``s3_lr`` (Adam), ``adversarial`` (train the
@@ -130,6 +132,7 @@ class STGNETSchedule(Config):
     s2_epochs: int | None = integer(None, minimum=0, optional=True)
     s3_epochs: int | None = integer(None, minimum=0, optional=True)
     reference_cells: int | None = integer(10_000, minimum=2, optional=True)
+    spatial_cells: int | None = integer(20_000, minimum=3, optional=True)
     image_budget: int | None = integer(256, minimum=1, optional=True)
     s2_panel_steps: int = integer(240, minimum=0)
     s1_lr: float = number(1e-3, minimum=0.0, inclusive=False)
@@ -218,6 +221,7 @@ PRESETS: dict[str, dict] = {
         "s1_steps": None, "s2_steps": None, "s3_steps": None,
         "s1_epochs": 500, "s2_epochs": 500, "s3_epochs": 500,
         "reference_cells": None,
+        "spatial_cells": None,
         "image_budget": None,
         "s2_panel_steps": 0,
         "s1_lr": 1e-4,

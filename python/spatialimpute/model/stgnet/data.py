@@ -16,12 +16,13 @@ import torch
 from ..._settings import derive_seed
 from ...data.labels import shared_label_codes, transfer_labels
 from ...data.neighbors import knn_cosine, weighted_neighbor_mean
-from ...data.normalize import standardize_genes
+from ...data.normalize import gene_scales, standardize_genes
 from ...module import stgnet as S
 from .config import STGNETArchitecture
 
 __all__ = [
-    "Labels", "Prepared", "match_quantiles", "prepare", "reference_sample", "settle_labels", "smoothed_targets",
+    "Labels", "Prepared", "QuantileMap", "SpatialRows", "match_quantiles", "prepare", "row_sample", "settle_labels",
+    "smoothed_targets",
     "stgnet_scale", "stgnet_unscale", "unscale",
 ]
 
@@ -60,6 +61,39 @@ def stgnet_unscale(values: np.ndarray, cell_max: np.ndarray, median_library_size
     return np.log1p(np.expm1(np.clip(logn, 0.0, None)) * (median_library_size / 1e4)).astype(np.float32)
 
 
+class QuantileMap:
+    """Per-gene monotone maps of spatial values onto the reference's distribution of each gene.
+
+    Fitted on a set of spatial values (:meth:`fit`); a value of average rank ``r`` among
+    the ``n`` fitted values of its gene becomes the ``(r - 1/2) / n`` quantile of the
+    reference column of that gene. Values not among the fitted ones are ranked by where
+    they fall among them, so any block of cells maps with one fitted map; on the fitted
+    values themselves this is :func:`match_quantiles`.
+    """
+
+    def __init__(self, fitted: np.ndarray, reference: np.ndarray) -> None:
+        self.sorted = np.sort(np.asarray(fitted, dtype=np.float64), axis=0)
+        self.reference = np.asarray(reference)
+
+    @classmethod
+    def fit(cls, values: np.ndarray, reference: np.ndarray) -> "QuantileMap":
+        """Fit on ``(N, G)`` spatial ``values``, onto the ``(M, G)`` ``reference`` values of the same genes."""
+        return cls(values, reference)
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """``(N, G)`` float32: ``values`` mapped gene by gene."""
+        values = np.asarray(values, dtype=np.float64)
+        n = max(self.sorted.shape[0], 1)
+        out = np.empty(values.shape, dtype=np.float32)
+        for j in range(values.shape[1]):
+            column = self.sorted[:, j]
+            below = np.searchsorted(column, values[:, j], side="left")
+            through = np.searchsorted(column, values[:, j], side="right")
+            rank = 0.5 * (below + through + 1)  # the average rank of ties, as scipy's rankdata
+            out[:, j] = np.quantile(self.reference[:, j], (rank - 0.5) / n)
+        return out
+
+
 def match_quantiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Map each column of ``values`` onto the distribution of the same column of ``reference``.
 
@@ -79,14 +113,17 @@ def match_quantiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     np.ndarray
         ``(N, G)`` float32.
     """
-    from scipy.stats import rankdata
+    return QuantileMap.fit(values, reference).apply(values)
 
-    values = np.asarray(values)
-    q = (rankdata(values, axis=0) - 0.5) / max(values.shape[0], 1)
-    out = np.empty(values.shape, dtype=np.float32)
-    for j in range(values.shape[1]):
-        out[:, j] = np.quantile(reference[:, j], q[:, j])
-    return out
+
+@dataclasses.dataclass
+class SpatialRows:
+    """Some spatial cells on the networks' scale, in the gene image layout (panel genes
+    filled, other genes 0)."""
+
+    values: np.ndarray  #: (cells, genes) what the images show
+    inputs: np.ndarray | None  #: what the networks read instead (None: ``values``)
+    cell_max: np.ndarray | None  #: ``input_scale="cell_max"``: each cell's maximum
 
 
 @dataclasses.dataclass
@@ -95,7 +132,9 @@ class Prepared:
 
     Image columns hold the panel and target genes sorted by name (the layout does not
     depend on which genes a fold holds out); ``feature_pos`` / ``target_pos`` are the
-    columns of the panel genes and of the genes to impute.
+    columns of the panel genes and of the genes to impute. The reference is prepared
+    whole; spatial cells are prepared for any block of them (:meth:`spatial_rows`) from
+    what was fitted on all of them (or a sample): the gene scales and the quantile map.
     """
 
     genes: list[str]
@@ -104,52 +143,68 @@ class Prepared:
     side: int
     reference: np.ndarray  #: (reference cells, genes) in [0, 1]
     reference_inputs: np.ndarray | None  #: what the networks read instead (None: ``reference``)
-    spatial: np.ndarray  #: (spatial cells, genes); panel genes scaled and aligned, others 0
-    spatial_inputs: np.ndarray | None
     gene_max: np.ndarray | None  #: ``input_scale="gene_max"``: each gene's reference maximum
-    cell_max: np.ndarray | None  #: ``input_scale="cell_max"``: each spatial cell's maximum
     median_library_size: float
     coords01: np.ndarray  #: coordinates min-max scaled per axis
+    spatial_scales: tuple[np.ndarray, np.ndarray] | None  #: ``network_input="standardized"``: panel gene scales
+    alignment: QuantileMap | None  #: ``spatial_alignment="quantile"``: fitted on the sample's panel genes
 
     @property
     def n_genes(self) -> int:
         return len(self.genes)
 
+    def spatial_rows(self, paired, cells: np.ndarray) -> SpatialRows:
+        """The spatial cells ``cells`` (indices) on the networks' scale."""
+        scaled, cell_max = _scaled_panel(paired, cells, self.gene_max, self.feature_pos)
+        values = np.zeros((len(cells), self.n_genes), dtype=np.float32)
+        values[:, self.feature_pos] = scaled if self.alignment is None else self.alignment.apply(scaled)
+        inputs = None
+        if self.spatial_scales is not None:
+            inputs = np.zeros_like(values)
+            inputs[:, self.feature_pos] = standardize_genes(paired.spatial_X[cells], self.spatial_scales)
+        return SpatialRows(values, inputs, cell_max)
 
-def prepare(paired, arch: STGNETArchitecture) -> Prepared:
-    """Scale both data sets, lay out the genes, scale the coordinates."""
+
+def _scaled_panel(paired, cells: np.ndarray, gene_max: np.ndarray | None, feature_pos: np.ndarray):
+    """The panel of ``cells`` over each gene's reference maximum (``gene_max``) or on
+    :func:`stgnet_scale` (``None``), and the cells' maxima (``None`` for ``gene_max``)."""
+    if gene_max is not None:
+        return paired.spatial_X[cells] / gene_max[feature_pos], None
+    return stgnet_scale(paired.spatial_counts[cells], paired.spatial_library_size[cells])
+
+
+def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray) -> Prepared:
+    """Scale the reference, lay out the genes, scale the coordinates, and fit the spatial
+    gene scales (all cells) and quantile map (the spatial cells ``sample``)."""
     p = paired
     genes = list(p.feature_genes) + list(p.target_genes)
     order = np.argsort(np.asarray(genes, dtype=object), kind="stable")  # fold-invariant image layout
     pos = np.empty(len(genes), dtype=np.int64)
     pos[order] = np.arange(len(genes))
     feature_pos, target_pos = pos[: p.n_features], pos[p.n_features:]
-    gene_max = cell_max = None
+    gene_max = None
     if arch.input_scale == "gene_max":
         gene_max = p.reference_X.max(axis=0).astype(np.float64)[order]
         gene_max = np.where(gene_max > 0, gene_max, 1.0)
         reference = np.ascontiguousarray(p.reference_X[:, order] / gene_max).astype(np.float32)
-        sp_scaled = np.asarray(p.spatial_X) / gene_max[feature_pos]
     else:
         ref_scaled, _ = stgnet_scale(p.reference_counts, p.reference_library_size)
         reference = np.ascontiguousarray(ref_scaled[:, order])
-        sp_scaled, cell_max = stgnet_scale(np.asarray(p.spatial_counts), p.spatial_library_size)
-    spatial = np.zeros((p.n_cells, len(genes)), dtype=np.float32)
-    spatial[:, feature_pos] = align(sp_scaled, reference[:, feature_pos], arch.spatial_alignment)
-    reference_inputs = spatial_inputs = None
+    alignment = None
+    if arch.spatial_alignment == "quantile":
+        alignment = QuantileMap.fit(_scaled_panel(p, sample, gene_max, feature_pos)[0], reference[:, feature_pos])
+    reference_inputs = spatial_scales = None
     if arch.network_input == "standardized":
         reference_inputs = standardize_genes(p.reference_X[:, order])
-        spatial_inputs = np.zeros_like(spatial)
-        spatial_inputs[:, feature_pos] = standardize_genes(p.spatial_X)
+        spatial_scales = gene_scales(p.spatial_X)
     coords = np.asarray(p.coords, dtype=np.float64)
     span = coords.max(axis=0) - coords.min(axis=0)
     coords01 = ((coords - coords.min(axis=0)) / np.where(span > 0, span, 1.0)).astype(np.float32)
     return Prepared(
         genes=[genes[i] for i in order], feature_pos=feature_pos, target_pos=target_pos, side=S.image_side(len(genes)),
-        reference=reference, reference_inputs=reference_inputs, spatial=spatial, spatial_inputs=spatial_inputs,
-        gene_max=gene_max, cell_max=cell_max,
+        reference=reference, reference_inputs=reference_inputs, gene_max=gene_max,
         median_library_size=float(np.median(np.where(p.spatial_library_size > 0, p.spatial_library_size, 1.0))),
-        coords01=coords01,
+        coords01=coords01, spatial_scales=spatial_scales, alignment=alignment,
     )
 
 
@@ -212,12 +267,13 @@ def settle_labels(paired, arch: STGNETArchitecture, seed: int) -> Labels:
                   {"reference": source, "spatial": sp_source, "n_labels": len(cats)})
 
 
-def reference_sample(n_reference: int, cap: int | None, seed: int) -> np.ndarray:
-    """Rows of the reference that stages 1-2 train on: all, or a random ``cap`` of them (sorted)."""
-    if cap is None or n_reference <= cap:
-        return np.arange(n_reference)
-    rng = np.random.default_rng(derive_seed(seed, "reference_sample"))
-    return np.sort(rng.choice(n_reference, cap, replace=False))
+def row_sample(n_rows: int, cap: int | None, seed: int, name: str) -> np.ndarray:
+    """Rows a stage trains on: all ``n_rows``, or a random ``cap`` of them (sorted), drawn
+    from the stream ``name`` of ``seed``."""
+    if cap is None or n_rows <= cap:
+        return np.arange(n_rows)
+    rng = np.random.default_rng(derive_seed(seed, name))
+    return np.sort(rng.choice(n_rows, cap, replace=False))
 
 
 def smoothed_targets(reference_X: np.ndarray, reference: np.ndarray, k: int, seed: int, device) -> np.ndarray:

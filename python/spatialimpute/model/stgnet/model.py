@@ -22,7 +22,7 @@ from ...nn.unet import ImputerEnsemble, UNetImputer
 from .._base import BaseImputer
 from . import cache
 from .config import PRESETS, STGNETArchitecture, STGNETSchedule, batches_per_epoch
-from .data import Labels, align, prepare, reference_sample, settle_labels, smoothed_targets, stgnet_scale, unscale
+from .data import Labels, align, prepare, row_sample, settle_labels, smoothed_targets, stgnet_scale, unscale
 
 class _Clock:
     """Records the seconds since the previous call into ``timings[name]``."""
@@ -49,10 +49,12 @@ class STGNET(BaseImputer):
     the teachers are then fine-tuned with the spatial panel as their mask. Stage 3 trains a
     spatial U-Net (the student, conditioned on labels and coordinates) to reproduce the
     teacher's imputation of the spatial cells (measured genes keep their values; held-out
-    and panel-extension genes are hidden). Stage 4 imputes every spatial cell with the
-    student, blended with the teacher, and stage 5 (``refine=True``) refines the result
-    with two GCNs (spatial radius graph, expression kNN graph), attention fusion and a ZINB
-    decoder. The result is mapped back to the log-normalised scale.
+    and panel-extension genes are hidden), on a sample of at most ``spatial_cells`` cells.
+    Stage 4 imputes the spatial cells block by block with the student, blended with the
+    teacher, each cell with its own noise; stage 5 (``refine=True``) refines the result
+    of every cell at once with two GCNs (spatial radius graph, expression kNN graph),
+    attention fusion and a ZINB decoder. The result is mapped back to the log-normalised
+    scale.
 
     Parameters
     ----------
@@ -143,7 +145,7 @@ class STGNET(BaseImputer):
 
     # ------------------------------------------------------------------ stages 1-2 (reference)
     def _reference_rows(self) -> np.ndarray:
-        return reference_sample(self.paired.n_reference, self.schedule.reference_cells, self.seed)
+        return row_sample(self.paired.n_reference, self.schedule.reference_cells, self.seed, "reference_sample")
 
     def _reference_tensors(self, rows: np.ndarray):
         """The reference cells ``rows`` as images, the images the networks read (None: the
@@ -227,12 +229,13 @@ class STGNET(BaseImputer):
         mask[0, positions] = 1.0
         return self._images(mask)
 
-    def _spatial_tensors(self, observed_pos: np.ndarray, cells: np.ndarray | None = None, values=None):
-        """Spatial images with only the ``observed_pos`` genes kept (``values``: these cells'
-        network-scale values, default the prepared ones), the network inputs (None: the
-        images), the gene mask, labels and coordinates."""
+    def _spatial_tensors(self, observed_pos: np.ndarray, cells: np.ndarray, values=None):
+        """The spatial cells ``cells`` as images with only the ``observed_pos`` genes kept
+        (``values``: these cells' network-scale values, default the prepared ones), the
+        network inputs (None: the images), the gene mask, labels and coordinates; and the
+        cells' maxima (``input_scale="cell_max"``, else None)."""
         d = self._data
-        rows = slice(None) if cells is None else cells
+        rows = d.spatial_rows(self.paired, cells)
 
         def kept(v):
             if v is None:
@@ -241,10 +244,9 @@ class STGNET(BaseImputer):
             x[:, observed_pos] = v[:, observed_pos]
             return self._images(x)
 
-        images = kept(d.spatial[rows] if values is None else values)
-        inputs = kept(None if d.spatial_inputs is None else d.spatial_inputs[rows])
-        return (images, inputs, self._gene_mask_image(observed_pos), self._onehot(self._labels.spatial_codes[rows]),
-                torch.as_tensor(d.coords01[rows], device=self.device))
+        tensors = (kept(rows.values if values is None else values), kept(rows.inputs), self._gene_mask_image(observed_pos),
+                   self._onehot(self._labels.spatial_codes[cells]), torch.as_tensor(d.coords01[cells], device=self.device))
+        return tensors, rows.cell_max
 
     def _train_student(self, tensors, tag: str = "") -> UNetImputer:
         sched = self.schedule
@@ -263,21 +265,22 @@ class STGNET(BaseImputer):
         self.history.update({f"s3_{k}": v for k, v in hist.items()})
         return G3
 
-    def _stage4(self, net, tensors, tag: str) -> torch.Tensor:
-        """Stage-4 values (cells x genes) of the student ``G3`` or a teacher ensemble."""
+    def _stage4(self, net, tensors, cells: np.ndarray, tag: str) -> torch.Tensor:
+        """Stage-4 values (cells x genes) of ``cells`` by the student ``G3`` or a teacher ensemble."""
         a = self.architecture
         images, inputs, gm, onehot, coords = tensors
         out = S.infer_stage4(net, images, gm, onehot, coords, noise=a.inference_noise, bn_mode=a.bn_inference,
-                             batch_size=self.schedule.batch_size, inputs=inputs, generator=self._gen(f"s4{tag}"))
+                             batch_size=self.schedule.batch_size, inputs=inputs, cells=cells,
+                             noise_seed=derive_seed(self.seed, f"s4{tag}"))
         return S.from_images(out, self._data.n_genes)
 
-    def _stage4_output(self, tensors) -> torch.Tensor:
+    def _stage4_output(self, tensors, cells: np.ndarray) -> torch.Tensor:
         """Stage 4: the student's values, blended with the teacher's by ``s4_teacher_weight``."""
-        out = self._stage4(self.G3, tensors, "")
+        out = self._stage4(self.G3, tensors, cells, "")
         weight = self.architecture.s4_teacher_weight
         if weight == 0.0:
             return out
-        return torch.lerp(out, self._stage4(self.G2, tensors, "_teacher"), weight)
+        return torch.lerp(out, self._stage4(self.G2, tensors, cells, "_teacher"), weight)
 
     def _graphs(self, features: torch.Tensor, cells: np.ndarray | None = None):
         """Stage 5's propagation matrices (spatial radius graph within sections, expression
@@ -317,7 +320,8 @@ class STGNET(BaseImputer):
     # ------------------------------------------------------------------ BaseImputer API
     def _setup(self) -> None:
         self._check_sizes()
-        self._data = prepare(self.paired, self.architecture)
+        self._spatial_sample = row_sample(self.paired.n_cells, self.schedule.spatial_cells, self.seed, "spatial_sample")
+        self._data = prepare(self.paired, self.architecture, self._spatial_sample)
         self._pixels = self._data.side ** 2
 
     def _fit(self) -> None:
@@ -334,20 +338,40 @@ class STGNET(BaseImputer):
         self._adapt_teachers_to_panel(reference)
         del reference
         clock("panel_s")
-        tensors = self._spatial_tensors(self._data.feature_pos)
+        tensors, _ = self._spatial_tensors(self._data.feature_pos, self._spatial_sample)
         self.G3 = self._train_student(tensors)
+        del tensors
         clock("stage3_s")
-        self._s4 = self._stage4_output(tensors)
-        clock("stage4_s")
-        self.S5, self._graph_info = None, {}
-        self._mu = self._stage5(self._s4, train=True) if self.architecture.refine else self._s4
-        clock("stage5_s")
+        self.S5, self._graph_info, self._mu = None, {}, None
+        if self.architecture.refine:  # stage 5 trains on every cell's stage-4 values
+            cells = np.arange(self.paired.n_cells)
+            tensors, self._cell_max = self._spatial_tensors(self._data.feature_pos, cells)
+            s4 = self._stage4_output(tensors, cells)
+            del tensors
+            clock("stage4_s")
+            self._mu = self._stage5(s4, train=True)
+            clock("stage5_s")
+
+    def _whole(self) -> bool:
+        """Whether every cell is imputed at once: stage 5 reads all cells' stage-4 values, and
+        ``bn_inference="batch_stats"`` normalises over consecutive cells."""
+        return self.architecture.refine or self.architecture.bn_inference == "batch_stats"
+
+    def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
+        if self._whole():
+            return super()._predict_block(cells, stats)
+        tensors, cell_max = self._spatial_tensors(self._data.feature_pos, cells)
+        return self._genes_at(self._stage4_output(tensors, cells), self._data.target_pos, cell_max)
 
     def _predict(self) -> np.ndarray:
-        if self._mu is None:  # a loaded model
-            self._s4 = self._stage4_output(self._spatial_tensors(self._data.feature_pos))
-            self._mu = self._s4 if self.S5 is None else self._stage5(self._s4, train=False)
-        return self._genes_at(self._mu, self._data.target_pos, self._data.cell_max)
+        """Every cell at once (:meth:`_whole`)."""
+        if self._mu is None:  # not refined, or a loaded model
+            cells = np.arange(self.paired.n_cells)
+            tensors, self._cell_max = self._spatial_tensors(self._data.feature_pos, cells)
+            s4 = self._stage4_output(tensors, cells)
+            del tensors
+            self._mu = s4 if self.S5 is None else self._stage5(s4, train=False)
+        return self._genes_at(self._mu, self._data.target_pos, self._cell_max)
 
     def _genes_at(self, values: torch.Tensor, positions: np.ndarray, cell_max: np.ndarray | None) -> np.ndarray:
         """The genes at image ``positions`` of stage-4/5 ``values``, log-normalised."""
@@ -362,13 +386,13 @@ class STGNET(BaseImputer):
         d, p = self._data, self.paired
         observed = d.feature_pos[train_cols]
         values, cell_max = None, None
-        if d.cell_max is not None:
+        if d.gene_max is None:
             scaled, cell_max = stgnet_scale(p.spatial_counts[np.ix_(cells, train_cols)], p.spatial_library_size[cells])
             values = np.zeros((cells.size, d.n_genes), dtype=np.float32)
             values[:, observed] = align(scaled, d.reference[:, observed], self.architecture.spatial_alignment)
-        tensors = self._spatial_tensors(observed, cells, values)
+        tensors, _ = self._spatial_tensors(observed, cells, values)
         teacher = self.G2 if self.G2_general is None else self.G2_general
-        return self._stage4(teacher, tensors, tag), cell_max
+        return self._stage4(teacher, tensors, cells, tag), cell_max
 
     def _predict_heldout(self, train_cols: np.ndarray, heldout_cols: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """Held-out panel genes of ``cells`` predicted by the teacher from the other panel genes."""
@@ -395,6 +419,7 @@ class STGNET(BaseImputer):
         prov["stgnet"] = {
             "labels": None if labels is None else labels.source,
             "reference_cells": getattr(self, "_reference_cells", None),
+            "student_cells": None if getattr(self, "_spatial_sample", None) is None else int(self._spatial_sample.size),
             "reference_stages_from_cache": getattr(self, "_reference_stages_cached", None),
             "refined": getattr(self, "S5", None) is not None,
             "graphs": getattr(self, "_graph_info", None),
