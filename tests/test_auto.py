@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 import spatialimpute as si
 from spatialimpute._stats import spearman_columns
+from spatialimpute._validation import SpatialImputeWarning
 from spatialimpute.data.normalize import library_sizes, log_normalize
 from spatialimpute.model.auto import ensemble_summary
 from spatialimpute.model.auto.intervals import conformal_quantile
@@ -131,6 +134,19 @@ def test_auto_blocks_and_zarr_match_memory(pair, tmp_path):
     stored = model.impute(tmp_path / "out.zarr", block_size=128)
     np.testing.assert_allclose(np.asarray(stored.X), np.asarray(whole.X), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(stored.layers["lower"]), whole.layers["lower"], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_warns_when_blocks_repeat_their_neighbours_work(pair):
+    """Cells in no spatial order: every block needs its members' rows of far more cells
+    than its own (their spatial neighbours), and the user is told to sort them."""
+    train, reference, held, _ = pair
+    model = si.AutoImpute(train, reference, genes=held[:3], library_size_key="library_size", **FAST).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpatialImputeWarning)
+        one_block = model.impute()
+    with pytest.warns(SpatialImputeWarning, match="not in spatial order"):
+        blocked = model.impute(block_size=64)
+    np.testing.assert_allclose(np.asarray(blocked.X), np.asarray(one_block.X), rtol=1e-5, atol=1e-6)
 
 
 def test_auto_without_reliability(pair):

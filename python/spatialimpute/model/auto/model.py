@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
 from ..._stats import spearman_columns
-from ..._validation import SpatialImputeInputError
+from ..._validation import SpatialImputeInputError, SpatialImputeWarning
 from ...data.normalize import column_moments
 from ...data.spatial_graph import section_knn
 from ...reliability import DESCRIPTORS, gene_descriptors
@@ -248,6 +250,13 @@ class AutoImpute(BaseImputer):
         if self.architecture.reliability:
             needed.append(spread_graph[cells].ravel())
         rows_of = np.unique(np.concatenate(needed))
+        if rows_of.size > 2 * cells.size and "order_warned" not in self._cache:
+            self._cache["order_warned"] = True
+            warnings.warn(f"auto: a block of {cells.size} cells needed its members' predictions of {rows_of.size} cells "
+                          "(the block's cells and their spatial neighbours): the cells are not in spatial order, so "
+                          "every block repeats its neighbours' work. Sorting the cells by position (by section, then "
+                          "x and y) before imputing in blocks makes that work the blocks' borders only.",
+                          SpatialImputeWarning, stacklevel=2)
         mean, sd = self._scales[self._anchor]
         combined = (mean + sd * self._combine_z(rows_of) / self._combined_sd).astype(np.float32)
         local = np.searchsorted(rows_of, cells)
