@@ -66,14 +66,15 @@ class QuantileMap:
 
     Fitted on a set of spatial values (:meth:`fit`); a value of average rank ``r`` among
     the ``n`` fitted values of its gene becomes the ``(r - 1/2) / n`` quantile of the
-    reference column of that gene. Values not among the fitted ones are ranked by where
-    they fall among them, so any block of cells maps with one fitted map; on the fitted
-    values themselves this is :func:`match_quantiles`.
+    reference column of that gene (linear between order statistics, as ``np.quantile``).
+    Values not among the fitted ones are ranked by where they fall among them, so any
+    block of cells maps with one fitted map; on the fitted values themselves this is
+    :func:`match_quantiles`.
     """
 
     def __init__(self, fitted: np.ndarray, reference: np.ndarray) -> None:
         self.sorted = np.sort(np.asarray(fitted, dtype=np.float64), axis=0)
-        self.reference = np.asarray(reference)
+        self.reference_sorted = np.sort(np.asarray(reference, dtype=np.float64), axis=0)
 
     @classmethod
     def fit(cls, values: np.ndarray, reference: np.ndarray) -> "QuantileMap":
@@ -83,14 +84,18 @@ class QuantileMap:
     def apply(self, values: np.ndarray) -> np.ndarray:
         """``(N, G)`` float32: ``values`` mapped gene by gene."""
         values = np.asarray(values, dtype=np.float64)
-        n = max(self.sorted.shape[0], 1)
+        n, m = max(self.sorted.shape[0], 1), self.reference_sorted.shape[0]
         out = np.empty(values.shape, dtype=np.float32)
         for j in range(values.shape[1]):
             column = self.sorted[:, j]
             below = np.searchsorted(column, values[:, j], side="left")
             through = np.searchsorted(column, values[:, j], side="right")
             rank = 0.5 * (below + through + 1)  # the average rank of ties, as scipy's rankdata
-            out[:, j] = np.quantile(self.reference[:, j], (rank - 0.5) / n)
+            position = (rank - 0.5) / n * (m - 1)
+            low = np.floor(position).astype(np.int64)
+            high = np.minimum(low + 1, m - 1)
+            reference = self.reference_sorted[:, j]
+            out[:, j] = reference[low] + (reference[high] - reference[low]) * (position - low)
         return out
 
 
