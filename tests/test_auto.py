@@ -138,7 +138,8 @@ def test_auto_blocks_and_zarr_match_memory(pair, tmp_path):
 
 def test_auto_warns_when_blocks_repeat_their_neighbours_work(pair):
     """Cells in no spatial order: every block needs its members' rows of far more cells
-    than its own (their spatial neighbours), and the user is told to sort them."""
+    than its own (their spatial neighbours), and the user is told to sort them; sorted by
+    :func:`si.spatial_order`, blocks need little beyond their own cells."""
     train, reference, held, _ = pair
     model = si.AutoImpute(train, reference, genes=held[:3], library_size_key="library_size", **FAST).train()
     with warnings.catch_warnings():
@@ -147,6 +148,12 @@ def test_auto_warns_when_blocks_repeat_their_neighbours_work(pair):
     with pytest.warns(SpatialImputeWarning, match="not in spatial order"):
         blocked = model.impute(block_size=64)
     np.testing.assert_allclose(np.asarray(blocked.X), np.asarray(one_block.X), rtol=1e-5, atol=1e-6)
+    # sorted by position, the blocks' neighbours are mostly their own cells
+    ordered = train[si.spatial_order(train.obsm["spatial"])].copy()
+    sorted_model = si.AutoImpute(ordered, reference, genes=held[:3], library_size_key="library_size", **FAST).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpatialImputeWarning)
+        sorted_model.impute(block_size=300)
 
 
 def test_auto_without_reliability(pair):

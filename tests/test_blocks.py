@@ -181,3 +181,24 @@ def test_si_impute_and_cli_write_an_anndata_store(pair, tmp_path, capsys):
     stored = anndata.read_zarr(tmp_path / "cli.zarr")
     np.testing.assert_array_equal(stored.X, np.asarray(out.X))
     assert stored.uns["spatialimpute"]["prediction"]["block_size"] == 128
+
+
+def test_spatial_order_makes_runs_of_cells_compact_patches():
+    """A shuffled 64 x 64 grid: after ordering, every run of 256 cells is one 16 x 16 square;
+    sections come whole, in the order they first appear."""
+    grid = np.stack(np.meshgrid(np.arange(64), np.arange(64), indexing="ij"), -1).reshape(-1, 2).astype(float)
+    rng = np.random.default_rng(0)
+    coords = grid[rng.permutation(len(grid))]
+    order = si.spatial_order(coords)
+    assert sorted(order.tolist()) == list(range(len(coords)))
+    for run in coords[order].reshape(-1, 256, 2):
+        assert (np.ptp(run, axis=0) == 15).all()
+    sections = np.where(coords[:, 0] < 20, "left", "right")
+    by_section = si.spatial_order(coords, sections)
+    first = sections[0]
+    n_first = int((sections == first).sum())
+    assert (sections[by_section][:n_first] == first).all()
+    with pytest.raises(si.SpatialImputeInputError, match="coords"):
+        si.spatial_order(np.full((3, 2), np.nan))
+    with pytest.raises(si.SpatialImputeInputError, match="sample_ids"):
+        si.spatial_order(coords, sections[:5])

@@ -23,6 +23,7 @@ _LAZY = {
     "STGNET": "model.stgnet",
     "KNNImpute": "model.knn",
     "MappingImpute": "model.mapping",
+    "spatial_order": "data.spatial_order",
     "benchmark": None,
     "datasets": None,
     "plotting": None,
