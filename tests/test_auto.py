@@ -131,7 +131,8 @@ def test_auto_blocks_and_zarr_match_memory(pair, tmp_path):
     train, reference, held, _ = pair
     model = si.AutoImpute(train, reference, genes=held, library_size_key="library_size", **FAST)
     whole = model.impute()
-    stored = model.impute(tmp_path / "out.zarr", block_size=128)
+    with pytest.warns(SpatialImputeWarning, match="not in spatial order"):
+        stored = model.impute(tmp_path / "out.zarr", block_size=128)
     np.testing.assert_allclose(np.asarray(stored.X), np.asarray(whole.X), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(stored.layers["lower"]), whole.layers["lower"], rtol=1e-5, atol=1e-6)
 

@@ -254,9 +254,9 @@ class AutoImpute(BaseImputer):
             self._cache["order_warned"] = True
             warnings.warn(f"auto: a block of {cells.size} cells needed its members' predictions of {rows_of.size} cells "
                           "(the block's cells and their spatial neighbours): the cells are not in spatial order, so "
-                          "every block repeats its neighbours' work. Sorting the cells by position first "
-                          "(spatial = spatial[si.spatial_order(spatial.obsm['spatial'], sample_ids)]) limits that "
-                          "work to the blocks' borders.",
+                          "every block repeats its neighbours' work. Sorting the cells by position first, "
+                          "spatial = spatial[si.spatial_order(spatial.obsm['spatial'])] (several sections: pass "
+                          "their obs column as sample_ids), limits that work to the blocks' borders.",
                           SpatialImputeWarning, stacklevel=2)
         mean, sd = self._scales[self._anchor]
         combined = (mean + sd * self._combine_z(rows_of) / self._combined_sd).astype(np.float32)
