@@ -307,7 +307,7 @@ def test_network_inputs_standardized_panel_genes(sim):
     spatial, reference, _ = sim
     held = list(spatial.var_names[:3])
     m = STGNET(_panel_without(spatial, held), reference, genes=held, device="cpu")
-    d = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells))
+    d = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells), np.arange(m.paired.n_reference))
     rows = d.spatial_rows(m.paired, np.arange(m.paired.n_cells))
     sp_in = rows.inputs[:, d.feature_pos]
     np.testing.assert_allclose(sp_in.mean(0), 0, atol=1e-5)
@@ -327,7 +327,7 @@ def test_stage2_targets_smoothed_over_reference_neighbours():
     spatial, reference, _ = simulate_pair(n_spatial=60, n_reference=400, n_genes=30, n_panel=24, n_cell_types=4,
                                           reference_depth=300, seed=5)
     m = STGNET(spatial, reference, genes=list(spatial.var_names[:3]), device="cpu")
-    raw = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells)).reference
+    raw = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells), np.arange(m.paired.n_reference)).reference
     smoothed = smoothed_targets(m.paired.reference_X, raw, 15, 0, "cpu")
     types = reference.obs["cell_type"].astype(str).to_numpy()
     within = {"raw": [], "smoothed": [], "between": []}

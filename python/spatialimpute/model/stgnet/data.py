@@ -16,7 +16,7 @@ import torch
 from ..._settings import derive_seed
 from ...data.labels import shared_label_codes, transfer_labels
 from ...data.neighbors import knn_cosine, weighted_neighbor_mean
-from ...data.normalize import gene_scales, standardize_genes
+from ...data.normalize import gene_scales, row_chunks, standardize_genes
 from ...module import stgnet as S
 from .config import STGNETArchitecture
 
@@ -137,17 +137,20 @@ class Prepared:
 
     Image columns hold the panel and target genes sorted by name (the layout does not
     depend on which genes a fold holds out); ``feature_pos`` / ``target_pos`` are the
-    columns of the panel genes and of the genes to impute. The reference is prepared
-    whole; spatial cells are prepared for any block of them (:meth:`spatial_rows`) from
-    what was fitted on all of them (or a sample): the gene scales and the quantile map.
+    columns of the panel genes and of the genes to impute. The reference is prepared for
+    the cells stages 1-2 train on (a sample, ``schedule.reference_cells``), and its panel
+    genes for every cell (what the spatial values are aligned to); spatial cells are
+    prepared for any block of them (:meth:`spatial_rows`) from what was fitted on all of
+    them (or a sample): the gene scales and the quantile map.
     """
 
     genes: list[str]
     feature_pos: np.ndarray
     target_pos: np.ndarray
     side: int
-    reference: np.ndarray  #: (reference cells, genes) in [0, 1]
+    reference: np.ndarray  #: (sampled reference cells, genes) in [0, 1]
     reference_inputs: np.ndarray | None  #: what the networks read instead (None: ``reference``)
+    reference_panel: np.ndarray  #: (every reference cell, panel genes) on the scale of ``reference``
     gene_max: np.ndarray | None  #: ``input_scale="gene_max"``: each gene's reference maximum
     median_library_size: float
     coords01: np.ndarray  #: coordinates min-max scaled per axis
@@ -178,9 +181,14 @@ def _scaled_panel(paired, cells: np.ndarray, gene_max: np.ndarray | None, featur
     return stgnet_scale(paired.spatial_counts[cells], paired.spatial_library_size[cells])
 
 
-def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray) -> Prepared:
-    """Scale the reference, lay out the genes, scale the coordinates, and fit the spatial
-    gene scales (all cells) and quantile map (the spatial cells ``sample``)."""
+def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray, reference_rows: np.ndarray) -> Prepared:
+    """Scale the reference cells ``reference_rows`` and every reference cell's panel genes,
+    lay out the genes, scale the coordinates, and fit the spatial gene scales (all cells)
+    and quantile map (the spatial cells ``sample``).
+
+    Every scale is fitted on the whole reference (each gene's maximum, its mean and SD), so
+    a cell's values do not depend on which cells are sampled.
+    """
     p = paired
     genes = list(p.feature_genes) + list(p.target_genes)
     order = np.argsort(np.asarray(genes, dtype=object), kind="stable")  # fold-invariant image layout
@@ -189,25 +197,31 @@ def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray) -> Prepared:
     feature_pos, target_pos = pos[: p.n_features], pos[p.n_features:]
     gene_max = None
     if arch.input_scale == "gene_max":
-        gene_max = p.reference_X.max(axis=0).astype(np.float64)[order]
+        gene_max = p.reference_X.max(axis=0).astype(np.float64)
         gene_max = np.where(gene_max > 0, gene_max, 1.0)
-        reference = np.ascontiguousarray(p.reference_X[:, order] / gene_max).astype(np.float32)
+        reference = (p.reference_X[reference_rows] / gene_max).astype(np.float32)[:, order]
+        reference_panel = (p.reference_features / gene_max[: p.n_features]).astype(np.float32)
+        gene_max = gene_max[order]
     else:
-        ref_scaled, _ = stgnet_scale(p.reference_counts, p.reference_library_size)
-        reference = np.ascontiguousarray(ref_scaled[:, order])
+        reference = stgnet_scale(p.reference_counts[reference_rows], p.reference_library_size[reference_rows])[0]
+        reference = reference[:, order]
+        reference_panel = np.empty((p.n_reference, p.n_features), dtype=np.float32)
+        for c in row_chunks(p.reference_counts):  # a cell's scale is its maximum over every gene
+            reference_panel[c] = stgnet_scale(p.reference_counts[c], p.reference_library_size[c])[0][:, : p.n_features]
     alignment = None
     if arch.spatial_alignment == "quantile":
-        alignment = QuantileMap.fit(_scaled_panel(p, sample, gene_max, feature_pos)[0], reference[:, feature_pos])
+        alignment = QuantileMap.fit(_scaled_panel(p, sample, gene_max, feature_pos)[0], reference_panel)
     reference_inputs = spatial_scales = None
     if arch.network_input == "standardized":
-        reference_inputs = standardize_genes(p.reference_X[:, order])
+        mean, inv = gene_scales(p.reference_X)
+        reference_inputs = standardize_genes(p.reference_X[reference_rows], (mean, inv))[:, order]
         spatial_scales = gene_scales(p.spatial_X)
     coords = np.asarray(p.coords, dtype=np.float64)
     span = coords.max(axis=0) - coords.min(axis=0)
     coords01 = ((coords - coords.min(axis=0)) / np.where(span > 0, span, 1.0)).astype(np.float32)
     return Prepared(
         genes=[genes[i] for i in order], feature_pos=feature_pos, target_pos=target_pos, side=S.image_side(len(genes)),
-        reference=reference, reference_inputs=reference_inputs, gene_max=gene_max,
+        reference=reference, reference_inputs=reference_inputs, reference_panel=reference_panel, gene_max=gene_max,
         median_library_size=float(np.median(np.where(p.spatial_library_size > 0, p.spatial_library_size, 1.0))),
         coords01=coords01, spatial_scales=spatial_scales, alignment=alignment,
     )

@@ -144,18 +144,15 @@ class STGNET(BaseImputer):
         return self._seeded("s5", lambda: MultiViewGCN(self._data.n_genes, h1, h2))
 
     # ------------------------------------------------------------------ stages 1-2 (reference)
-    def _reference_rows(self) -> np.ndarray:
-        return row_sample(self.paired.n_reference, self.schedule.reference_cells, self.seed, "reference_sample")
-
     def _reference_tensors(self, rows: np.ndarray):
-        """The reference cells ``rows`` as images, the images the networks read (None: the
-        images), their labels and stage 2's targets (None: the cells themselves)."""
+        """The sampled reference cells ``rows`` as images, the images the networks read (None:
+        the images), their labels and stage 2's targets (None: the cells themselves)."""
         d, sched = self._data, self.schedule
-        images = self._images(d.reference[rows])
-        inputs = None if d.reference_inputs is None else self._images(d.reference_inputs[rows])
+        images = self._images(d.reference)
+        inputs = None if d.reference_inputs is None else self._images(d.reference_inputs)
         targets = None
         if sched.s2_masks == "genes" and sched.s2_target_neighbors > 1:
-            targets = self._images(smoothed_targets(self.paired.reference_X[rows], d.reference[rows],
+            targets = self._images(smoothed_targets(self.paired.reference_X[rows], d.reference,
                                                     sched.s2_target_neighbors, self.seed, self.device))
         return images, inputs, self._onehot(self._labels.reference_codes[rows]), targets
 
@@ -165,7 +162,7 @@ class STGNET(BaseImputer):
         self.G1 = self._build_g1() if sched.s2_masks == "zeros" else None
         self.G2 = self._build_teachers()
         key = cache.reference_key(
-            (arch, sched), (self._data.reference[rows], self._labels.reference_codes[rows], np.asarray(self._data.genes)),
+            (arch, sched), (self._data.reference, self._labels.reference_codes[rows], np.asarray(self._data.genes)),
             seed=self.seed, device=self.device,
         )
         networks = {"G2": self.G2} if self.G1 is None else {"G1": self.G1, "G2": self.G2}
@@ -321,7 +318,9 @@ class STGNET(BaseImputer):
     def _setup(self) -> None:
         self._check_sizes()
         self._spatial_sample = row_sample(self.paired.n_cells, self.schedule.spatial_cells, self.seed, "spatial_sample")
-        self._data = prepare(self.paired, self.architecture, self._spatial_sample)
+        self._reference_sample = row_sample(self.paired.n_reference, self.schedule.reference_cells, self.seed,
+                                            "reference_sample")
+        self._data = prepare(self.paired, self.architecture, self._spatial_sample, self._reference_sample)
         self._pixels = self._data.side ** 2
 
     def _fit(self) -> None:
@@ -329,7 +328,7 @@ class STGNET(BaseImputer):
         self._resolve()
         self._setup()
         self._labels = settle_labels(self.paired, self.architecture, self.seed)
-        rows = self._reference_rows()
+        rows = self._reference_sample
         reference = self._reference_tensors(rows)
         self._reference_cells = int(rows.size)
         clock("prepare_s")
@@ -389,7 +388,7 @@ class STGNET(BaseImputer):
         if d.gene_max is None:
             scaled, cell_max = stgnet_scale(p.spatial_counts[np.ix_(cells, train_cols)], p.spatial_library_size[cells])
             values = np.zeros((cells.size, d.n_genes), dtype=np.float32)
-            values[:, observed] = align(scaled, d.reference[:, observed], self.architecture.spatial_alignment)
+            values[:, observed] = align(scaled, d.reference_panel[:, train_cols], self.architecture.spatial_alignment)
         tensors, _ = self._spatial_tensors(observed, cells, values)
         teacher = self.G2 if self.G2_general is None else self.G2_general
         return self._stage4(teacher, tensors, cells, tag), cell_max
