@@ -203,8 +203,7 @@ def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray, reference_rows
         reference_panel = (p.reference_features / gene_max[: p.n_features]).astype(np.float32)
         gene_max = gene_max[order]
     else:
-        reference = stgnet_scale(p.reference_counts[reference_rows], p.reference_library_size[reference_rows])[0]
-        reference = reference[:, order]
+        reference = stgnet_scale(p.reference_counts[reference_rows], p.reference_library_size[reference_rows])[0][:, order]
         reference_panel = np.empty((p.n_reference, p.n_features), dtype=np.float32)
         for c in row_chunks(p.reference_counts):  # a cell's scale is its maximum over every gene
             reference_panel[c] = stgnet_scale(p.reference_counts[c], p.reference_library_size[c])[0][:, : p.n_features]
@@ -213,8 +212,7 @@ def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray, reference_rows
         alignment = QuantileMap.fit(_scaled_panel(p, sample, gene_max, feature_pos)[0], reference_panel)
     reference_inputs = spatial_scales = None
     if arch.network_input == "standardized":
-        mean, inv = gene_scales(p.reference_X)
-        reference_inputs = standardize_genes(p.reference_X[reference_rows], (mean, inv))[:, order]
+        reference_inputs = standardize_genes(p.reference_X[reference_rows], gene_scales(p.reference_X))[:, order]
         spatial_scales = gene_scales(p.spatial_X)
     coords = np.asarray(p.coords, dtype=np.float64)
     span = coords.max(axis=0) - coords.min(axis=0)
