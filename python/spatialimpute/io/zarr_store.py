@@ -111,6 +111,22 @@ class BlockStore:
             x[start:start + rows[name].shape[0]] = rows[name].astype(x.dtype, copy=False)
         zarr.open_array(str(self.tmp / _DONE), mode="r+")[block] = True
 
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (store positions, any order, repeats allowed) of ``X`` as float32.
+
+        Reads one block of cells at a time, so memory holds the result and one block.
+        """
+        import zarr
+
+        x = zarr.open_array(str(self.tmp / "X"), mode="r")
+        wanted, where = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+        out = np.empty((wanted.size, self.shape[1]), dtype=np.float32)
+        bounds = np.searchsorted(wanted, np.arange(0, self.n_blocks + 1) * self.block_size)
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            if stop > start:
+                out[start:stop] = x.get_orthogonal_selection((wanted[start:stop], slice(None)))
+        return out[where]
+
     def finish(self, obs, var, obsm: dict, uns: dict) -> Path:
         """Write the annotations, drop the block record and move the store onto its final path."""
         import zarr

@@ -280,6 +280,8 @@ class BaseImputer:
         apply_num_threads(self.num_threads)
         order = np.arange(n) if self._output_order is None else self._output_order
         blocks = [order[s:s + block_size] for s in range(0, n, block_size)]
+        rows_of = np.empty(n, dtype=np.int64)  # output row of each cell (model order)
+        rows_of[order] = np.arange(n)
         start = time.perf_counter()
         with BlockRunner(self, scheduler) as runner:
             stats = None
@@ -296,8 +298,6 @@ class BaseImputer:
                     for name, values in rows.items():
                         matrices[name][i * block_size:i * block_size + values.shape[0]] = values
                 X = matrices.pop("X")
-                rows_of = np.empty(n, dtype=np.int64)
-                rows_of[order] = np.arange(n)
                 prediction = PredictionRows((n, g), lambda cells: X[rows_of[cells]].astype(np.float32))
             else:
                 cells = [str(c) for c in self.paired.cell_names[order]]
@@ -309,7 +309,7 @@ class BaseImputer:
                 todo = np.flatnonzero(~store.done()).tolist()
                 for _ in runner.predict(blocks, todo, stats, store):
                     pass
-                prediction = PredictionRows((n, g), lambda cells: self._rows_in_blocks(cells, stats, block_size))
+                prediction = PredictionRows((n, g), lambda cells: store.read_rows(rows_of[cells]))
             scheduler_name = runner.scheduler
         self.timings["predict_s"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -334,13 +334,6 @@ class BaseImputer:
             return anndata.AnnData(X=X, obs=obs, var=var, obsm=obsm, uns=uns, layers=matrices)
         store.finish(obs, var, obsm, uns)
         return read_lazy(out)
-
-    def _rows_in_blocks(self, cells: np.ndarray, stats, block_size: int) -> np.ndarray:
-        """The predicted rows of ``cells``, computed block by block into one array."""
-        out = np.empty((len(cells), self.paired.n_targets), dtype=np.float32)
-        for s in range(0, len(cells), block_size):
-            out[s:s + block_size] = self._block_rows(cells[s:s + block_size], stats)["X"]
-        return out
 
     def _has_scan(self) -> bool:
         return type(self)._scan_block is not BaseImputer._scan_block
