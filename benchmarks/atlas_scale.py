@@ -161,7 +161,9 @@ def run_one(n_cells: int, method: str, args) -> dict:
             "predict_s": prov["timings"]["predict_s"], "reliability_s": prov["timings"].get("reliability_s", float("nan")),
             "blocks": prov["prediction"]["n_blocks"],
             "input_rss_gb": input_rss, "peak_rss_gb": peak_rss, "store_gb": _size_gb(store),
-            "column_s": open_s, "column_cells": int(column.shape[0]), "phase_rss_gb": phase_rss}
+            "column_s": open_s, "column_cells": int(column.shape[0]), "phase_rss_gb": phase_rss,
+            "weights": {name: round(m["weight"], 4) for name, m in prov.get("auto", {}).get("members", {}).items()
+                        if m["weight"] > 0}}
 
 
 def float16_loss(float32_store: str, float16_store: str) -> dict:
@@ -245,6 +247,9 @@ def main(argv=None) -> int:
         print(f"| {r['cells']:,} | {r['method']} | {r['genes']:,} | {r['blocks']} | {r['seconds']:.1f} "
               f"({r['train_s']:.1f} / {r['predict_s']:.1f} / {r['reliability_s']:.1f}) | {r['input_rss_gb']:.2f} "
               f"| {r['peak_rss_gb']:.2f} ({phases}) | {r['dtype']} | {r['store_gb']:.3f} | {r['column_s']:.3f} |")
+    for r in rows:
+        if r.get("weights"):
+            print(f"\n{r['cells']:,} {r['method']}: members' weights {r['weights']}")
     if losses:
         print("\n| cells | method | float16 vs float32: max abs error | mean abs error | mean abs value "
               "| lowest per-gene Pearson (200 genes) |")

@@ -44,6 +44,18 @@ def test_stacking_weights_planted():
     assert w[0] > 0.9
 
 
+def test_stacking_drops_negligible_members_and_refits_the_others():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(400, 30))
+    good = truth + rng.normal(scale=0.5, size=truth.shape)
+    other = truth + rng.normal(scale=1.0, size=truth.shape)
+    faint = truth + rng.normal(scale=100.0, size=truth.shape)  # weight about 0.003 when fitted
+    w = stack_weights(truth, [good, faint, other])
+    assert w[1] == 0.0
+    np.testing.assert_allclose(w[[0, 2]], stack_weights(truth, [good, other]))
+    assert w[2] > 0.1
+
+
 def test_member_agreement_is_the_weighted_mean_correlation():
     rng = np.random.default_rng(2)
     shared = rng.normal(size=(500, 4))

@@ -18,6 +18,11 @@ from scipy.optimize import nnls
 
 from ...data.normalize import column_moments
 
+#: Smallest weight a member keeps: below it, a member moves the combination by less than this
+#: fraction of a gene's standard deviation but would cost a full training and its share of
+#: every prediction block, so it gets weight 0 and the other weights are fitted again.
+MIN_WEIGHT = 0.01
+
 
 def gene_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation (a constant column gets standard deviation 1),
@@ -33,6 +38,9 @@ def zscores(values: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
 
 def stack_weights(truth: np.ndarray, predictions: list[np.ndarray]) -> np.ndarray:
     """Non-negative weights (summing to 1) of the members' z-scored predictions.
+
+    Members whose weight would be under :data:`MIN_WEIGHT` get 0, and the others' weights
+    are fitted again without them (repeatedly, until every weight is 0 or at least that).
 
     Parameters
     ----------
@@ -51,11 +59,20 @@ def stack_weights(truth: np.ndarray, predictions: list[np.ndarray]) -> np.ndarra
         for j in range(i, m):
             gram[i, j] = gram[j, i] = np.vdot(z[i], z[j])
     gram += 1e-6 * np.trace(gram) / m * np.eye(m)  # members can be collinear (kNN grid)
-    upper = np.linalg.cholesky(gram).T
-    weights, _ = nnls(upper, np.linalg.solve(upper.T, target))
-    if weights.sum() <= 0:  # no member agrees with the measurement: fall back to equal weights
-        weights = np.ones(m)
-    return weights / weights.sum()
+    kept = np.arange(m)
+    while True:
+        upper = np.linalg.cholesky(gram[np.ix_(kept, kept)]).T
+        fitted, _ = nnls(upper, np.linalg.solve(upper.T, target[kept]))
+        if fitted.sum() <= 0:  # no member agrees with the measurement: fall back to equal weights
+            return np.ones(m) / m
+        fitted /= fitted.sum()
+        negligible = (fitted > 0) & (fitted < MIN_WEIGHT)
+        if not negligible.any():
+            break
+        kept = kept[~negligible]
+    weights = np.zeros(m)
+    weights[kept] = fitted
+    return weights
 
 
 def member_agreement(combined_sd: np.ndarray, weights: np.ndarray) -> np.ndarray:
