@@ -102,6 +102,26 @@ def test_determinism_cache_and_save_load(sim, tmp_path):
     assert loaded.config() == m1.config()
 
 
+def test_reference_stages_from_another_fold_equal_a_fresh_training():
+    """Stages 1-2 reused from the model of another fold (other held-out genes) give the
+    numbers this fold's model gets when it trains them itself: nothing the stages read
+    depends on which genes are held out (the panel's gene order included)."""
+    # 520 genes: the targets' principal components come from a randomized solver, which sees the column order
+    spatial, reference, _ = simulate_pair(n_spatial=200, n_reference=600, n_genes=540, n_panel=520, seed=0)
+    tiny = {**TINY, "refine": False}
+    first, second = list(spatial.var_names[:6]), list(spatial.var_names[12:18])
+    clear_reference_cache()
+    STGNET(_panel_without(spatial, first), reference, genes=first, seed=0, **tiny).train()
+    reused = STGNET(_panel_without(spatial, second), reference, genes=second, seed=0, **tiny)
+    out_reused = reused.impute()
+    assert reused.provenance()["stgnet"]["reference_stages_from_cache"] is True
+    clear_reference_cache()
+    fresh = STGNET(_panel_without(spatial, second), reference, genes=second, seed=0, **tiny)
+    out_fresh = fresh.impute()
+    assert fresh.provenance()["stgnet"]["reference_stages_from_cache"] is False
+    np.testing.assert_allclose(out_reused.X, out_fresh.X, rtol=1e-5, atol=1e-6)
+
+
 def test_saved_model_keeps_its_configuration_when_defaults_change(sim, tmp_path, monkeypatch):
     """A saved model reloads with the values it was trained with, whatever the library's
     defaults and presets are when it is loaded: same numbers."""

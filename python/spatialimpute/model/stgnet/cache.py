@@ -4,6 +4,8 @@ Stages 1-2 see only the reference, so models built on the same reference with th
 configuration and seed (the folds of a cross-validation) train them once. An entry is keyed
 by :func:`reference_key`: a digest of both resolved configurations, the data the stages
 train on and the seed; it holds CPU copies of the trained state dicts and their history.
+Everything the stages read is laid out with the genes sorted by name, whichever genes a
+fold holds out, so an entry is what a model of another fold would have trained itself.
 """
 
 from __future__ import annotations

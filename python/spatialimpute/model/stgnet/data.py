@@ -161,6 +161,11 @@ class Prepared:
     def n_genes(self) -> int:
         return len(self.genes)
 
+    @property
+    def layout(self) -> np.ndarray:
+        """The paired data's gene columns (panel genes, then targets) in image order."""
+        return np.argsort(np.concatenate([self.feature_pos, self.target_pos]))
+
     def spatial_rows(self, paired, cells: np.ndarray) -> SpatialRows:
         """The spatial cells ``cells`` (indices) on the networks' scale."""
         scaled, cell_max = _scaled_panel(paired, cells, self.gene_max, self.feature_pos)

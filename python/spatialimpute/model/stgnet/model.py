@@ -152,7 +152,8 @@ class STGNET(BaseImputer):
         inputs = None if d.reference_inputs is None else self._images(d.reference_inputs)
         targets = None
         if sched.s2_masks == "genes" and sched.s2_target_neighbors > 1:
-            targets = self._images(smoothed_targets(self.paired.reference_X[rows], d.reference,
+            # in the image layout, so that the targets do not depend on which genes a fold holds out
+            targets = self._images(smoothed_targets(self.paired.reference_X[np.ix_(rows, d.layout)], d.reference,
                                                     sched.s2_target_neighbors, self.seed, self.device))
         return images, inputs, self._onehot(self._labels.reference_codes[rows]), targets
 
