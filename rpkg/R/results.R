@@ -107,12 +107,17 @@
 }
 
 #' A SpatialExperiment saved where its package is missing reads as a SingleCellExperiment
-#' (SpatialExperiment adds no slots).
+#' (SpatialExperiment adds no slots) whose coordinates are also a "spatial" reducedDim, so
+#' that they stay visible in the object written back.
 #' @noRd
 .as_readable <- function(x) {
     if ("SpatialExperiment" %in% class(x) &&
         !requireNamespace("SpatialExperiment", quietly = TRUE)) {
         class(x) <- structure("SingleCellExperiment", package = "SingleCellExperiment")
+        xy <- SingleCellExperiment::int_colData(x)$spatialCoords
+        if (NCOL(xy) >= 2L && !"spatial" %in% SingleCellExperiment::reducedDimNames(x)) {
+            SingleCellExperiment::reducedDim(x, "spatial") <- as.matrix(xy)
+        }
     }
     x
 }
