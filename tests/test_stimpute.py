@@ -13,6 +13,7 @@ from spatialimpute.nn.gene_sage import GeneMixing
 from spatialimpute.module.stimpute import (
     StImputeGNN,
     final_blend,
+    gnn_forward_chunked,
     gnn_loss_and_backward,
     stimpute_loss,
     weighted_knn_mean,
@@ -209,6 +210,19 @@ def test_low_rank_mixing_matches_dense():
     torch.testing.assert_close(low(h, out), dense(h)[..., out], rtol=1e-3, atol=1e-4)
     restored = GeneMixing.from_state(low.state())
     torch.testing.assert_close(restored(h), low(h))
+    # the kept projection of a matrix's rows, gathered per cell, expands to the rows' mixing
+    reference = torch.rand(30, 120)
+    idx = torch.randint(0, 30, (4, 5))
+    for mixing in (low, dense):
+        projection = mixing.project(reference)
+        assert projection.shape[1] == (low.rank if mixing is low else 120)
+        torch.testing.assert_close(mixing.expand(projection[idx], reference[idx]), mixing(reference[idx]))
+        torch.testing.assert_close(mixing.expand(projection[idx], reference[idx], out),
+                                   mixing(reference[idx], out))
+        gnn = StImputeGNN(5, 8).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(gnn_forward_chunked(gnn, reference, idx, mixing, 3, out),
+                                       gnn(reference[idx], mixing, None, out))
 
 
 def test_bad_parameters_are_named(sim):

@@ -453,10 +453,10 @@ class StImpute(BaseImputer):
         if idx is None:
             idx, _ = self._neighbors(cells)
         with torch.no_grad():
-            if "reference_agg" not in self._cache:  # the gene mixing of the reference, once per process
-                self._cache["reference_agg"] = self._mix_pred(self._ref_all)
+            if "reference_projection" not in self._cache:  # once per process
+                self._cache["reference_projection"] = self._mix_pred.project(self._ref_all)
             return gnn_forward_chunked(self._gnn.eval(), self._ref_all, idx, self._mix_pred, chunk, out_genes,
-                                       self._cache["reference_agg"])
+                                       self._cache["reference_projection"])
 
     def _reliability_inputs(self, cols: torch.Tensor) -> torch.Tensor:
         return cols.T[:, self._rel_cells] if self._rel_cells is not None else cols.T

@@ -114,10 +114,12 @@ def _chunks(n: int, size: int):
         yield s, min(n, s + size)
 
 
-def _run(gnn: StImputeGNN, reference: torch.Tensor, reference_agg: torch.Tensor, idx: torch.Tensor,
+def _run(gnn: StImputeGNN, reference: torch.Tensor, reference_projection: torch.Tensor, idx: torch.Tensor,
          mixing: GeneMixing, out_genes: torch.Tensor | None = None) -> torch.Tensor:
-    """GNN on the cells of ``idx``, gathering the neighbours and their first-layer aggregation."""
-    return gnn(reference[idx], mixing, reference_agg[idx], out_genes)
+    """GNN on the cells of ``idx``, gathering the neighbours and their first-layer aggregation
+    (expanded from the neighbours' rows of ``reference_projection = mixing.project(reference)``)."""
+    h0 = reference[idx]
+    return gnn(h0, mixing, mixing.expand(reference_projection[idx], h0), out_genes)
 
 
 def gnn_forward_chunked(
@@ -127,7 +129,7 @@ def gnn_forward_chunked(
     mixing: GeneMixing,
     chunk_size: int,
     out_genes: torch.Tensor | None = None,
-    reference_agg: torch.Tensor | None = None,
+    reference_projection: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """GNN predictions for all cells, chunk by chunk, gathering neighbours on the fly.
 
@@ -145,8 +147,8 @@ def gnn_forward_chunked(
         Cells per chunk.
     out_genes
         Columns of ``reference`` to predict (``None``: all).
-    reference_agg
-        ``mixing(reference)`` when the caller keeps it (computed here otherwise).
+    reference_projection
+        ``mixing.project(reference)`` when the caller keeps it (computed here otherwise).
 
     Returns
     -------
@@ -156,10 +158,10 @@ def gnn_forward_chunked(
     n = idx.shape[0]
     n_out = reference.shape[1] if out_genes is None else int(out_genes.numel())
     out = torch.empty(n, n_out, device=reference.device, dtype=reference.dtype)
-    if reference_agg is None:
-        reference_agg = mixing(reference)
+    if reference_projection is None:
+        reference_projection = mixing.project(reference)
     for s, e in _chunks(n, chunk_size):
-        out[s:e] = _run(gnn, reference, reference_agg, idx[s:e], mixing, out_genes)
+        out[s:e] = _run(gnn, reference, reference_projection, idx[s:e], mixing, out_genes)
     return out
 
 
@@ -185,18 +187,18 @@ def gnn_loss_and_backward(
         The loss value.
     """
     n = idx.shape[0]
-    reference_agg = mixing(reference)
+    reference_projection = mixing.project(reference)
     if chunk_size >= n:
-        loss = stimpute_loss(_run(gnn, reference, reference_agg, idx, mixing), target)
+        loss = stimpute_loss(_run(gnn, reference, reference_projection, idx, mixing), target)
         loss.backward()
         return float(loss.detach())
     with torch.no_grad():
-        pred = torch.cat([_run(gnn, reference, reference_agg, idx[s:e], mixing) for s, e in _chunks(n, chunk_size)])
+        pred = torch.cat([_run(gnn, reference, reference_projection, idx[s:e], mixing) for s, e in _chunks(n, chunk_size)])
     pred.requires_grad_(True)
     loss = stimpute_loss(pred, target)
     (grad,) = torch.autograd.grad(loss, pred)
     for s, e in _chunks(n, chunk_size):
-        _run(gnn, reference, reference_agg, idx[s:e], mixing).backward(grad[s:e])
+        _run(gnn, reference, reference_projection, idx[s:e], mixing).backward(grad[s:e])
     return float(loss.detach())
 
 

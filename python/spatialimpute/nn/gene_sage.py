@@ -94,11 +94,27 @@ class GeneMixing:
         if self.dense_t is not None:
             agg_t = self.dense_t if out_genes is None else self.dense_t[:, out_genes]
             return torch.matmul(h, agg_t)
+        return self.expand(self.project(h), h, out_genes)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """What the mixing needs of each row of ``h`` beyond the row itself: ``h @ right``
+        (``(..., r)``) in the low-rank form, the whole ``h @ A^T`` in the dense form.
+
+        A matrix whose rows are mixed many times (the reference, gathered per cell) keeps
+        this instead of its mixing: ``r`` values per row instead of ``G``.
+        """
+        return torch.matmul(h, self.dense_t if self.dense_t is not None else self.right)
+
+    def expand(self, projection: torch.Tensor, h: torch.Tensor,
+               out_genes: torch.Tensor | None = None) -> torch.Tensor:
+        """``(h @ A^T)[..., out_genes]`` from ``projection = self.project(h)`` (rows of both gathered alike)."""
+        if self.dense_t is not None:
+            return projection if out_genes is None else projection[..., out_genes]
         diagonal, left = self.diagonal, self.left
         hs = h
         if out_genes is not None:
             diagonal, left, hs = diagonal[out_genes], left[out_genes], h[..., out_genes]
-        return torch.addcmul(torch.matmul(torch.matmul(h, self.right), left.T), hs, diagonal)
+        return torch.addcmul(torch.matmul(projection, left.T), hs, diagonal)
 
     def to(self, device) -> GeneMixing:
         """A copy on ``device``."""
