@@ -193,7 +193,8 @@ def gnn_loss_and_backward(
         loss.backward()
         return float(loss.detach())
     with torch.no_grad():
-        pred = torch.cat([_run(gnn, reference, reference_projection, idx[s:e], mixing) for s, e in _chunks(n, chunk_size)])
+        pred = torch.cat([_run(gnn, reference, reference_projection, idx[s:e], mixing)
+                          for s, e in _chunks(n, chunk_size)])
     pred.requires_grad_(True)
     loss = stimpute_loss(pred, target)
     (grad,) = torch.autograd.grad(loss, pred)
