@@ -16,6 +16,7 @@ import numpy as np
 
 from ._stats import spearman_columns
 from .data.spatial_graph import section_knn
+from .data.neighbors import neighbor_mean
 from .data.normalize import CHUNK_ENTRIES
 from .data.paired import PairedData
 
@@ -39,7 +40,7 @@ def morans_i(values: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
         One value per gene; 0 for constant genes.
     """
     z = values - values.mean(axis=0, keepdims=True)
-    lag = z[neighbors].mean(axis=1)
+    lag = neighbor_mean(z, neighbors)
     denom = (z * z).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (z * lag).sum(axis=0) / denom

@@ -5,6 +5,7 @@ in which the kNN baseline, stImpute and the reliability model look for neighbour
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import torch
@@ -122,6 +123,18 @@ def weighted_neighbor_mean(indices: torch.Tensor, weights: torch.Tensor, values:
                                         check_invariants=False)
         out[start : start + step] = torch.sparse.mm(block, values)
     return out
+
+
+def neighbor_mean(values: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
+    """``values[neighbors].mean(axis=1)`` (``neighbors``: rows x k indices into ``values``'
+    rows) without the (rows x k x genes) table: memory is the output's."""
+    values = np.ascontiguousarray(values, dtype=np.float64 if values.dtype == np.float64 else np.float32)
+    indices = torch.as_tensor(np.asarray(neighbors, dtype=np.int64))
+    with warnings.catch_warnings():  # a read-only array: only read here
+        warnings.simplefilter("ignore", UserWarning)
+        table = torch.from_numpy(values)
+    weights = torch.full(indices.shape, 1.0 / indices.shape[1], dtype=table.dtype)
+    return weighted_neighbor_mean(indices, weights, table).numpy()
 
 
 #: The joint PCA is fitted on at most this many stacked cells (a random subset above it);

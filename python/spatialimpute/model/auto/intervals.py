@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...data.neighbors import neighbor_mean
 from ...reliability import GeneReliability
 
 
@@ -62,8 +63,13 @@ def local_spread(values: np.ndarray, rows: np.ndarray, neighbors: np.ndarray) ->
 
     ``values`` holds the rows that ``rows`` and ``neighbors`` index (cells x genes).
     """
-    stack = np.concatenate([values[rows][:, None, :], values[neighbors]], axis=1)
-    return stack.std(axis=1)
+    group = np.column_stack([rows, neighbors])
+    mean = neighbor_mean(values, group)
+    squares = np.zeros_like(mean)
+    for column in group.T:  # one member of every group at a time: no (cells x k x genes) table
+        deviation = values[column] - mean
+        squares += deviation * deviation
+    return np.sqrt(squares / group.shape[1])
 
 
 def interval_scale(reference_sd: np.ndarray, spread: np.ndarray) -> np.ndarray:

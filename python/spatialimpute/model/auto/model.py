@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..._stats import spearman_columns
 from ..._validation import SpatialImputeInputError, SpatialImputeWarning
+from ...data.neighbors import neighbor_mean
 from ...data.normalize import column_moments
 from ...data.spatial_graph import section_knn
 from ...reliability import DESCRIPTORS, gene_descriptors
@@ -264,7 +265,8 @@ class AutoImpute(BaseImputer):
         out = combined[local]
         if smooth_graph is not None:
             strength = self._smoothing[1]
-            out = (1 - strength) * out + strength * combined[np.searchsorted(rows_of, smooth_graph[cells])].mean(axis=1)
+            neighbors = np.searchsorted(rows_of, smooth_graph[cells])
+            out = (1 - strength) * out + strength * neighbor_mean(combined, neighbors)
         if self._residual_strength:
             out = out + self._residual_strength * propagate_residuals(self._residuals[cells], self._residual_graph)
         out = np.maximum(out, 0.0)  # log-normalised expression is never negative

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._stats import average_ranks, pearson_columns
+from ...data.neighbors import neighbor_mean
 from ...data.spatial_graph import section_knn
 from ...reliability import morans_i
 
@@ -32,7 +33,7 @@ def smooth(values: np.ndarray, neighbors: np.ndarray, strength: float) -> np.nda
     """Blend each row with the mean of its neighbours' rows (``neighbors``: cells x k indices)."""
     if strength == 0:
         return values
-    return (1.0 - strength) * values + strength * values[neighbors].mean(axis=1)
+    return (1.0 - strength) * values + strength * neighbor_mean(values, neighbors)
 
 
 def _spearman_against(truth_ranks: np.ndarray, prediction: np.ndarray) -> np.ndarray:
