@@ -378,9 +378,10 @@ def prepare_pair(
     Returns
     -------
     PairedData
-        Everything the methods need: copies, except the spatial panel, which is read from
-        the spatial matrix on demand (so it must not change while a model uses it); the
-        inputs are not modified.
+        Everything the methods need: copies, except the raw counts (the spatial panel, and
+        the reference's for methods that read counts), which are read from the input
+        matrices on demand (so they must not change while a model uses them); the inputs are
+        not modified.
     """
     check_bool(case_insensitive_genes, "case_insensitive_genes")
     for value, name in ((spatial_layer, "spatial_layer"), (reference_layer, "reference_layer"),
@@ -449,8 +450,8 @@ def prepare_pair(
         _warn(f"{int(empty_cells.sum())} spatial cells have no counts in the panel genes; their imputation rests on no data")
 
     ref_columns = reference_genes.get_indexer(features + targets)
-    ref_counts = _dense_columns(ref_matrix, ref_columns, ref_keep)
-    silent_targets = ref_counts[:, len(features):].sum(axis=0) == 0
+    ref_values = _dense_columns(ref_matrix, ref_columns, ref_keep)  # normalised in place below: one copy
+    silent_targets = ref_values[:, len(features):].sum(axis=0) == 0
     if silent_targets.any():
         _warn(f"{int(silent_targets.sum())} target genes are all-zero in the reference and will be imputed as 0")
 
@@ -458,8 +459,8 @@ def prepare_pair(
     ref_median = float(np.median(ref_lib[ref_keep]))
     spatial_labels, reference_labels = _labels(spatial, reference, labels_key, reference_labels_key, ref_keep)
     spatial_X = sp_counts.log_normalized(normalization_scale(sp_lib, sp_median))
-    # without counts to keep, the reference's float32 copy is normalised in place (one copy, not two)
-    reference_X = log_normalize(ref_counts, ref_lib[ref_keep], ref_median, out=None if keep_counts else ref_counts)
+    reference_X = log_normalize(ref_values, ref_lib[ref_keep], ref_median, out=ref_values)
+    ref_counts = PanelMatrix(ref_matrix, ref_columns, rows=np.flatnonzero(ref_keep))  # read on demand, never copied
     return PairedData(
         cell_names=pd.Index(spatial.obs_names.astype(str)).copy(),
         feature_genes=list(features),

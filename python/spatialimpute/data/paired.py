@@ -40,7 +40,8 @@ class PairedData:
     reference_X
         Log-normalised reference expression, float32 (reference cells x (features + targets)).
     reference_counts
-        Raw reference values, float32, same columns; ``None`` like ``spatial_counts``.
+        Raw reference values of the same columns, read like ``spatial_counts``; ``None``
+        like it.
     reference_library_size
         Per-cell library size of the reference (all of its genes).
     coords
@@ -65,7 +66,7 @@ class PairedData:
     spatial_counts: PanelMatrix | None
     spatial_library_size: np.ndarray
     reference_X: np.ndarray
-    reference_counts: np.ndarray | None
+    reference_counts: PanelMatrix | None
     reference_library_size: np.ndarray
     coords: np.ndarray
     sample_ids: np.ndarray
@@ -140,7 +141,7 @@ class PairedData:
             self, feature_genes=[self.feature_genes[i] for i in train],
             target_genes=[self.feature_genes[i] for i in heldout],
             spatial_X=self.spatial_X.take_genes(train), spatial_counts=_panel_genes(self.spatial_counts, train),
-            reference_X=self.reference_X[:, columns], reference_counts=_take(self.reference_counts, columns, axis=1),
+            reference_X=self.reference_X[:, columns], reference_counts=_panel_copy(self.reference_counts, columns),
             target_in_panel=np.ones(heldout.size, dtype=bool),
         )
 
@@ -151,7 +152,7 @@ class PairedData:
         return dataclasses.replace(
             self, feature_genes=list(genes), spatial_X=self.spatial_X.take_genes(order),
             spatial_counts=_panel_genes(self.spatial_counts, order),
-            reference_X=self.reference_X[:, columns], reference_counts=_take(self.reference_counts, columns, axis=1),
+            reference_X=self.reference_X[:, columns], reference_counts=_panel_genes(self.reference_counts, columns),
         )
 
 
@@ -163,6 +164,7 @@ def _panel_genes(panel: PanelMatrix | None, genes: np.ndarray) -> PanelMatrix | 
     return None if panel is None else panel.take_genes(genes)
 
 
-def _take(values: np.ndarray | None, index: np.ndarray, axis: int = 0) -> np.ndarray | None:
-    """``values`` indexed along ``axis`` (``None`` stays ``None``)."""
-    return None if values is None else np.take(values, index, axis=axis)
+def _panel_copy(panel: PanelMatrix | None, genes: np.ndarray) -> PanelMatrix | None:
+    """The genes ``genes`` of ``panel`` read into memory: a compact fold for a worker process,
+    not the whole source matrix."""
+    return None if panel is None else PanelMatrix(np.asarray(panel.take_genes(genes)), np.arange(len(genes)))
