@@ -329,10 +329,13 @@ def test_network_inputs_standardized_panel_genes(sim):
     m = STGNET(_panel_without(spatial, held), reference, genes=held, device="cpu")
     d = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells), np.arange(m.paired.n_reference))
     rows = d.spatial_rows(m.paired, np.arange(m.paired.n_cells))
-    sp_in = rows.inputs[:, d.feature_pos]
-    np.testing.assert_allclose(sp_in.mean(0), 0, atol=1e-5)
-    np.testing.assert_allclose(sp_in.std(0), 1, atol=1e-4)
-    assert (rows.inputs[:, d.target_pos] == 0).all()
+    assert rows.inputs.shape == (m.paired.n_cells, m.paired.n_features)
+    np.testing.assert_allclose(rows.inputs.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(rows.inputs.std(0), 1, atol=1e-4)
+    m._data = d
+    images = m._panel_images(rows.inputs, d.feature_pos).reshape(m.paired.n_cells, -1).numpy()
+    np.testing.assert_array_equal(images[:, d.feature_pos], rows.inputs)
+    assert (images[:, d.target_pos] == 0).all() and (images[:, d.n_genes:] == 0).all()
     np.testing.assert_allclose(d.reference_inputs.std(0), 1, atol=1e-4)
     assert rows.values.min() >= 0 and rows.values.max() <= 1 and d.reference.max() <= 1
     assert d.genes == sorted(d.genes)  # a layout that does not depend on the fold

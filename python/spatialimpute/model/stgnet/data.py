@@ -123,10 +123,10 @@ def match_quantiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class SpatialRows:
-    """Some spatial cells on the networks' scale, in the gene image layout (panel genes
-    filled, other genes 0)."""
+    """Some spatial cells' panel genes on the networks' scale (panel columns in the paired
+    data's feature order; the images place them at ``Prepared.feature_pos``)."""
 
-    values: np.ndarray  #: (cells, genes) what the images show
+    values: np.ndarray  #: (cells, panel genes) what the images show
     inputs: np.ndarray | None  #: what the networks read instead (None: ``values``)
     cell_max: np.ndarray | None  #: ``input_scale="cell_max"``: each cell's maximum
 
@@ -169,12 +169,10 @@ class Prepared:
     def spatial_rows(self, paired, cells: np.ndarray) -> SpatialRows:
         """The spatial cells ``cells`` (indices) on the networks' scale."""
         scaled, cell_max = _scaled_panel(paired, cells, self.gene_max, self.feature_pos)
-        values = np.zeros((len(cells), self.n_genes), dtype=np.float32)
-        values[:, self.feature_pos] = scaled if self.alignment is None else self.alignment.apply(scaled)
+        values = np.asarray(scaled if self.alignment is None else self.alignment.apply(scaled), dtype=np.float32)
         inputs = None
         if self.spatial_scales is not None:
-            inputs = np.zeros_like(values)
-            inputs[:, self.feature_pos] = standardize_genes(paired.spatial_X[cells], self.spatial_scales)
+            inputs = standardize_genes(paired.spatial_X[cells], self.spatial_scales)
         return SpatialRows(values, inputs, cell_max)
 
 
@@ -201,23 +199,32 @@ def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray, reference_rows
     pos[order] = np.arange(len(genes))
     feature_pos, target_pos = pos[: p.n_features], pos[p.n_features:]
     gene_max = None
+    reference = np.empty((reference_rows.size, len(genes)), dtype=np.float32)  # filled in row chunks
     if arch.input_scale == "gene_max":
         gene_max = p.reference_X.max(axis=0).astype(np.float64)
         gene_max = np.where(gene_max > 0, gene_max, 1.0)
-        reference = (p.reference_X[reference_rows] / gene_max).astype(np.float32)[:, order]
+        for c in row_chunks(reference):
+            reference[c] = p.reference_X[np.ix_(reference_rows[c], order)] / gene_max[order]
         reference_panel = (p.reference_features / gene_max[: p.n_features]).astype(np.float32)
         gene_max = gene_max[order]
     else:
-        reference = stgnet_scale(p.reference_counts[reference_rows], p.reference_library_size[reference_rows])[0][:, order]
         reference_panel = np.empty((p.n_reference, p.n_features), dtype=np.float32)
+        sampled = np.full(p.n_reference, -1)
+        sampled[reference_rows] = np.arange(reference_rows.size)
         for c in row_chunks(p.reference_counts):  # a cell's scale is its maximum over every gene
-            reference_panel[c] = stgnet_scale(p.reference_counts[c], p.reference_library_size[c])[0][:, : p.n_features]
+            scaled = stgnet_scale(p.reference_counts[c], p.reference_library_size[c])[0]
+            reference_panel[c] = scaled[:, : p.n_features]
+            into = sampled[c]
+            reference[into[into >= 0]] = scaled[into >= 0][:, order]
     alignment = None
     if arch.spatial_alignment == "quantile":
         alignment = QuantileMap.fit(_scaled_panel(p, sample, gene_max, feature_pos)[0], reference_panel)
     reference_inputs = spatial_scales = None
     if arch.network_input == "standardized":
-        reference_inputs = standardize_genes(p.reference_X[reference_rows], gene_scales(p.reference_X))[:, order]
+        mean, inverse_sd = gene_scales(p.reference_X)
+        reference_inputs = np.empty_like(reference)
+        for c in row_chunks(reference_inputs):
+            reference_inputs[c] = (p.reference_X[np.ix_(reference_rows[c], order)] - mean[order]) * inverse_sd[order]
         spatial_scales = gene_scales(p.spatial_X)
     coords = np.asarray(p.coords, dtype=np.float64)
     span = coords.max(axis=0) - coords.min(axis=0)

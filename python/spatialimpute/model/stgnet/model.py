@@ -227,22 +227,28 @@ class STGNET(BaseImputer):
         mask[0, positions] = 1.0
         return self._images(mask)
 
-    def _spatial_tensors(self, observed_pos: np.ndarray, cells: np.ndarray, values=None):
-        """The spatial cells ``cells`` as images with only the ``observed_pos`` genes kept
-        (``values``: these cells' network-scale values, default the prepared ones), the
-        network inputs (None: the images), the gene mask, labels and coordinates; and the
-        cells' maxima (``input_scale="cell_max"``, else None)."""
+    def _panel_images(self, columns: np.ndarray, positions: np.ndarray) -> torch.Tensor:
+        """Images with ``columns`` (cells x genes) at the image ``positions``, 0 elsewhere
+        (one allocation: the images themselves)."""
+        side = self._data.side
+        out = torch.zeros((columns.shape[0], side * side), dtype=torch.float32, device=self.device)
+        out[:, torch.as_tensor(positions, device=self.device)] = torch.as_tensor(columns, device=self.device)
+        return out.view(-1, 1, side, side)
+
+    def _spatial_tensors(self, observed: np.ndarray | None, cells: np.ndarray, values=None):
+        """The spatial cells ``cells`` as images with only the panel genes ``observed``
+        (feature columns; None: all) kept (``values``: these cells' network-scale panel,
+        default the prepared one), the network inputs (None: the images), the gene mask,
+        labels and coordinates; and the cells' maxima (``input_scale="cell_max"``, else None)."""
         d = self._data
         rows = d.spatial_rows(self.paired, cells)
+        observed = np.arange(self.paired.n_features) if observed is None else observed
+        positions = d.feature_pos[observed]
 
         def kept(v):
-            if v is None:
-                return None
-            x = np.zeros((v.shape[0], d.n_genes), dtype=np.float32)
-            x[:, observed_pos] = v[:, observed_pos]
-            return self._images(x)
+            return None if v is None else self._panel_images(v[:, observed], positions)
 
-        tensors = (kept(rows.values if values is None else values), kept(rows.inputs), self._gene_mask_image(observed_pos),
+        tensors = (kept(rows.values if values is None else values), kept(rows.inputs), self._gene_mask_image(positions),
                    self._onehot(self._labels.spatial_codes[cells]), torch.as_tensor(d.coords01[cells], device=self.device))
         return tensors, rows.cell_max
 
@@ -338,14 +344,14 @@ class STGNET(BaseImputer):
         self._adapt_teachers_to_panel(reference)
         del reference
         clock("panel_s")
-        tensors, _ = self._spatial_tensors(self._data.feature_pos, self._spatial_sample)
+        tensors, _ = self._spatial_tensors(None, self._spatial_sample)
         self.G3 = self._train_student(tensors)
         del tensors
         clock("stage3_s")
         self.S5, self._graph_info, self._mu = None, {}, None
         if self.architecture.refine:  # stage 5 trains on every cell's stage-4 values
             cells = np.arange(self.paired.n_cells)
-            tensors, self._cell_max = self._spatial_tensors(self._data.feature_pos, cells)
+            tensors, self._cell_max = self._spatial_tensors(None, cells)
             s4 = self._stage4_output(tensors, cells)
             del tensors
             clock("stage4_s")
@@ -360,14 +366,14 @@ class STGNET(BaseImputer):
     def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
         if self._whole():
             return super()._predict_block(cells, stats)
-        tensors, cell_max = self._spatial_tensors(self._data.feature_pos, cells)
+        tensors, cell_max = self._spatial_tensors(None, cells)
         return self._genes_at(self._stage4_output(tensors, cells), self._data.target_pos, cell_max)
 
     def _predict(self) -> np.ndarray:
         """Every cell at once (:meth:`_whole`)."""
         if self._mu is None:  # not refined, or a loaded model
             cells = np.arange(self.paired.n_cells)
-            tensors, self._cell_max = self._spatial_tensors(self._data.feature_pos, cells)
+            tensors, self._cell_max = self._spatial_tensors(None, cells)
             s4 = self._stage4_output(tensors, cells)
             del tensors
             self._mu = s4 if self.S5 is None else self._stage5(s4, train=False)
@@ -384,13 +390,12 @@ class STGNET(BaseImputer):
         observed, and the per-cell scale (``input_scale="cell_max"``: recomputed without
         the other genes)."""
         d, p = self._data, self.paired
-        observed = d.feature_pos[train_cols]
         values, cell_max = None, None
         if d.gene_max is None:
             scaled, cell_max = stgnet_scale(p.spatial_counts[np.ix_(cells, train_cols)], p.spatial_library_size[cells])
-            values = np.zeros((cells.size, d.n_genes), dtype=np.float32)
-            values[:, observed] = align(scaled, d.reference_panel[:, train_cols], self.architecture.spatial_alignment)
-        tensors, _ = self._spatial_tensors(observed, cells, values)
+            values = np.zeros((cells.size, p.n_features), dtype=np.float32)
+            values[:, train_cols] = align(scaled, d.reference_panel[:, train_cols], self.architecture.spatial_alignment)
+        tensors, _ = self._spatial_tensors(train_cols, cells, values)
         teacher = self.G2 if self.G2_general is None else self.G2_general
         return self._stage4(teacher, tensors, cells, tag), cell_max
 
