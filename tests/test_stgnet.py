@@ -322,12 +322,13 @@ def test_paper_preset_runs_every_stage(sim):
 def test_network_inputs_standardized_panel_genes(sim):
     """The fast preset's networks read per-gene z-scores of each data set (held-out genes 0);
     the images they reconstruct stay on the [0, 1] scale."""
-    from spatialimpute.model.stgnet.data import prepare
+    from spatialimpute.model.stgnet.data import prepare, reference_sample
 
     spatial, reference, _ = sim
     held = list(spatial.var_names[:3])
     m = STGNET(_panel_without(spatial, held), reference, genes=held, device="cpu")
-    d = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells), np.arange(m.paired.n_reference))
+    d = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells))
+    reference_values, reference_inputs = reference_sample(m.paired, d, m.architecture, np.arange(m.paired.n_reference))
     rows = d.spatial_rows(m.paired, np.arange(m.paired.n_cells))
     assert rows.inputs.shape == (m.paired.n_cells, m.paired.n_features)
     np.testing.assert_allclose(rows.inputs.mean(0), 0, atol=1e-5)
@@ -336,8 +337,8 @@ def test_network_inputs_standardized_panel_genes(sim):
     images = m._panel_images(rows.inputs, d.feature_pos).reshape(m.paired.n_cells, -1).numpy()
     np.testing.assert_array_equal(images[:, d.feature_pos], rows.inputs)
     assert (images[:, d.target_pos] == 0).all() and (images[:, d.n_genes:] == 0).all()
-    np.testing.assert_allclose(d.reference_inputs.std(0), 1, atol=1e-4)
-    assert rows.values.min() >= 0 and rows.values.max() <= 1 and d.reference.max() <= 1
+    np.testing.assert_allclose(reference_inputs.std(0), 1, atol=1e-4)
+    assert rows.values.min() >= 0 and rows.values.max() <= 1 and reference_values.max() <= 1
     assert d.genes == sorted(d.genes)  # a layout that does not depend on the fold
 
 
@@ -345,12 +346,13 @@ def test_stage2_targets_smoothed_over_reference_neighbours():
     """Stage 2's targets: each reference cell's mean over its k nearest reference cells,
     which removes most of a cell's sampling noise around its cell type and keeps the cell
     types apart."""
-    from spatialimpute.model.stgnet.data import prepare, smoothed_targets
+    from spatialimpute.model.stgnet.data import prepare, reference_sample, smoothed_targets
 
     spatial, reference, _ = simulate_pair(n_spatial=60, n_reference=400, n_genes=30, n_panel=24, n_cell_types=4,
                                           reference_depth=300, seed=5)
     m = STGNET(spatial, reference, genes=list(spatial.var_names[:3]), device="cpu")
-    raw = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells), np.arange(m.paired.n_reference)).reference
+    d = prepare(m.paired, m.architecture, np.arange(m.paired.n_cells))
+    raw = reference_sample(m.paired, d, m.architecture, np.arange(m.paired.n_reference))[0]
     smoothed = smoothed_targets(m.paired.reference_X, raw, 15, 0, "cpu")
     types = reference.obs["cell_type"].astype(str).to_numpy()
     within = {"raw": [], "smoothed": [], "between": []}

@@ -161,13 +161,18 @@ class AutoImpute(BaseImputer):
     def _fit_scales(self, cells: np.ndarray, graph: np.ndarray) -> None:
         """Per-gene mean and SD of each final member's target prediction, and of the combination, on ``cells``.
 
-        One member's rows at a time (memory: two cells x targets matrices); what the members'
+        One member's rows at a time, each predicted block by block (memory: two cells x
+        targets matrices, and a member's working memory for one block); what the members'
         reliability needs of them is kept as per-gene descriptors (with ``reliability``).
         """
         p, stats = self.paired, self._member_stats()
         self._scales, self._sample_descriptors, z = {}, {}, None
+        size = default_block_size(p.n_cells, p.n_targets)
         for c, weight in zip(self._candidates, self._weights):
-            rows = self._members[c.name]._block_rows(cells, stats[c.name])["X"]
+            member = self._members[c.name]
+            rows = np.empty((cells.size, p.n_targets), dtype=np.float32)
+            for start in range(0, cells.size, size):
+                rows[start:start + size] = member._block_rows(cells[start:start + size], stats[c.name])["X"]
             self._scales[c.name] = gene_moments(rows)
             if self.architecture.reliability:
                 self._sample_descriptors[c.name] = (gene_descriptors(rows, p.reference_targets, graph),

@@ -21,9 +21,8 @@ from ...module import stgnet as S
 from .config import STGNETArchitecture
 
 __all__ = [
-    "Labels", "Prepared", "QuantileMap", "SpatialRows", "match_quantiles", "prepare", "row_sample", "settle_labels",
-    "smoothed_targets",
-    "stgnet_scale", "stgnet_unscale", "unscale",
+    "Labels", "Prepared", "QuantileMap", "SpatialRows", "match_quantiles", "prepare", "reference_sample", "row_sample",
+    "settle_labels", "smoothed_targets", "stgnet_scale", "stgnet_unscale", "unscale",
 ]
 
 
@@ -133,24 +132,22 @@ class SpatialRows:
 
 @dataclasses.dataclass
 class Prepared:
-    """Both data sets on the networks' scale, in the gene image layout.
+    """What both data sets need on the networks' scale, in the gene image layout.
 
     Image columns hold the panel and target genes sorted by name (the layout does not
     depend on which genes a fold holds out); ``feature_pos`` / ``target_pos`` are the
-    columns of the panel genes and of the genes to impute. The reference is prepared for
-    the cells stages 1-2 train on (a sample, ``schedule.reference_cells``), and its panel
-    genes for every cell (what the spatial values are aligned to); spatial cells are
-    prepared for any block of them (:meth:`spatial_rows`) from what was fitted on all of
-    them (or a sample): the gene scales and the quantile map.
+    columns of the panel genes and of the genes to impute. The reference's panel genes are
+    prepared for every cell (what the spatial values are aligned to); the reference cells
+    stages 1-2 train on are scaled when they train (:func:`reference_sample`); spatial
+    cells are prepared for any block of them (:meth:`spatial_rows`) from what was fitted
+    on all of them (or a sample): the gene scales and the quantile map.
     """
 
     genes: list[str]
     feature_pos: np.ndarray
     target_pos: np.ndarray
     side: int
-    reference: np.ndarray  #: (sampled reference cells, genes) in [0, 1]
-    reference_inputs: np.ndarray | None  #: what the networks read instead (None: ``reference``)
-    reference_panel: np.ndarray  #: (every reference cell, panel genes) on the scale of ``reference``
+    reference_panel: np.ndarray  #: (every reference cell, panel genes) on the networks' scale
     gene_max: np.ndarray | None  #: ``input_scale="gene_max"``: each gene's reference maximum
     median_library_size: float
     coords01: np.ndarray  #: coordinates min-max scaled per axis
@@ -184,13 +181,12 @@ def _scaled_panel(paired, cells: np.ndarray, gene_max: np.ndarray | None, featur
     return stgnet_scale(paired.spatial_counts[cells], paired.spatial_library_size[cells])
 
 
-def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray, reference_rows: np.ndarray) -> Prepared:
-    """Scale the reference cells ``reference_rows`` and every reference cell's panel genes,
-    lay out the genes, scale the coordinates, and fit the spatial gene scales (all cells)
-    and quantile map (the spatial cells ``sample``).
+def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray) -> Prepared:
+    """Scale every reference cell's panel genes, lay out the genes, scale the coordinates,
+    and fit the spatial gene scales (all cells) and quantile map (the spatial cells ``sample``).
 
-    Every scale is fitted on the whole reference (each gene's maximum, its mean and SD), so
-    a cell's values do not depend on which cells are sampled.
+    Every scale is fitted on the whole reference (each gene's maximum), so a cell's values
+    do not depend on which cells are sampled.
     """
     p = paired
     genes = list(p.feature_genes) + list(p.target_genes)
@@ -199,42 +195,50 @@ def prepare(paired, arch: STGNETArchitecture, sample: np.ndarray, reference_rows
     pos[order] = np.arange(len(genes))
     feature_pos, target_pos = pos[: p.n_features], pos[p.n_features:]
     gene_max = None
-    reference = np.empty((reference_rows.size, len(genes)), dtype=np.float32)  # filled in row chunks
     if arch.input_scale == "gene_max":
         gene_max = p.reference_X.max(axis=0).astype(np.float64)
         gene_max = np.where(gene_max > 0, gene_max, 1.0)
-        for c in row_chunks(reference):
-            reference[c] = p.reference_X[np.ix_(reference_rows[c], order)] / gene_max[order]
         reference_panel = (p.reference_features / gene_max[: p.n_features]).astype(np.float32)
         gene_max = gene_max[order]
     else:
         reference_panel = np.empty((p.n_reference, p.n_features), dtype=np.float32)
-        sampled = np.full(p.n_reference, -1)
-        sampled[reference_rows] = np.arange(reference_rows.size)
         for c in row_chunks(p.reference_counts):  # a cell's scale is its maximum over every gene
-            scaled = stgnet_scale(p.reference_counts[c], p.reference_library_size[c])[0]
-            reference_panel[c] = scaled[:, : p.n_features]
-            into = sampled[c]
-            reference[into[into >= 0]] = scaled[into >= 0][:, order]
+            reference_panel[c] = stgnet_scale(p.reference_counts[c], p.reference_library_size[c])[0][:, : p.n_features]
     alignment = None
     if arch.spatial_alignment == "quantile":
         alignment = QuantileMap.fit(_scaled_panel(p, sample, gene_max, feature_pos)[0], reference_panel)
-    reference_inputs = spatial_scales = None
-    if arch.network_input == "standardized":
-        mean, inverse_sd = gene_scales(p.reference_X)
-        reference_inputs = np.empty_like(reference)
-        for c in row_chunks(reference_inputs):
-            reference_inputs[c] = (p.reference_X[np.ix_(reference_rows[c], order)] - mean[order]) * inverse_sd[order]
-        spatial_scales = gene_scales(p.spatial_X)
+    spatial_scales = gene_scales(p.spatial_X) if arch.network_input == "standardized" else None
     coords = np.asarray(p.coords, dtype=np.float64)
     span = coords.max(axis=0) - coords.min(axis=0)
     coords01 = ((coords - coords.min(axis=0)) / np.where(span > 0, span, 1.0)).astype(np.float32)
     return Prepared(
         genes=[genes[i] for i in order], feature_pos=feature_pos, target_pos=target_pos, side=S.image_side(len(genes)),
-        reference=reference, reference_inputs=reference_inputs, reference_panel=reference_panel, gene_max=gene_max,
+        reference_panel=reference_panel, gene_max=gene_max,
         median_library_size=float(np.median(np.where(p.spatial_library_size > 0, p.spatial_library_size, 1.0))),
         coords01=coords01, spatial_scales=spatial_scales, alignment=alignment,
     )
+
+
+def reference_sample(paired, data: Prepared, arch: STGNETArchitecture,
+                     rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The reference cells ``rows`` on the networks' scale in the image layout (what stages
+    1-2 train on, in [0, 1]) and what the networks read instead (``network_input=
+    "standardized"``: each gene's z-scores over the whole reference; else None), filled in
+    row chunks."""
+    p, order = paired, data.layout
+    reference = np.empty((rows.size, data.n_genes), dtype=np.float32)
+    for c in row_chunks(reference):
+        if data.gene_max is not None:
+            reference[c] = p.reference_X[np.ix_(rows[c], order)] / data.gene_max
+        else:  # a cell's scale is its maximum over every gene
+            reference[c] = stgnet_scale(p.reference_counts[rows[c]], p.reference_library_size[rows[c]])[0][:, order]
+    inputs = None
+    if arch.network_input == "standardized":
+        mean, inverse_sd = gene_scales(p.reference_X)
+        inputs = np.empty_like(reference)
+        for c in row_chunks(inputs):
+            inputs[c] = (p.reference_X[np.ix_(rows[c], order)] - mean[order]) * inverse_sd[order]
+    return reference, inputs
 
 
 def align(values: np.ndarray, reference: np.ndarray, mode: str) -> np.ndarray:

@@ -22,7 +22,8 @@ from ...nn.unet import ImputerEnsemble, UNetImputer
 from .._base import BaseImputer
 from . import cache
 from .config import PRESETS, STGNETArchitecture, STGNETSchedule, batches_per_epoch
-from .data import Labels, align, prepare, row_sample, settle_labels, smoothed_targets, stgnet_scale, unscale
+from .data import (Labels, align, prepare, reference_sample, row_sample, settle_labels, smoothed_targets, stgnet_scale,
+                   unscale)
 
 class _Clock:
     """Records the seconds since the previous call into ``timings[name]``."""
@@ -148,14 +149,15 @@ class STGNET(BaseImputer):
         """The sampled reference cells ``rows`` as images, the images the networks read (None:
         the images), their labels and stage 2's targets (None: the cells themselves)."""
         d, sched = self._data, self.schedule
-        images = self._images(d.reference)
-        inputs = None if d.reference_inputs is None else self._images(d.reference_inputs)
+        reference, reference_inputs = reference_sample(self.paired, d, self.architecture, rows)
+        inputs = None if reference_inputs is None else self._images(reference_inputs)
+        del reference_inputs  # the images are a copy
         targets = None
         if sched.s2_masks == "genes" and sched.s2_target_neighbors > 1:
             # in the image layout, so that the targets do not depend on which genes a fold holds out
-            targets = self._images(smoothed_targets(self.paired.reference_X[np.ix_(rows, d.layout)], d.reference,
+            targets = self._images(smoothed_targets(self.paired.reference_X[np.ix_(rows, d.layout)], reference,
                                                     sched.s2_target_neighbors, self.seed, self.device))
-        return images, inputs, self._onehot(self._labels.reference_codes[rows]), targets
+        return self._images(reference), inputs, self._onehot(self._labels.reference_codes[rows]), targets
 
     def _train_reference_stages(self, rows: np.ndarray, tensors) -> None:
         """Stages 1-2 on the reference cells ``rows``, or their cached result."""
@@ -163,7 +165,7 @@ class STGNET(BaseImputer):
         self.G1 = self._build_g1() if sched.s2_masks == "zeros" else None
         self.G2 = self._build_teachers()
         key = cache.reference_key(
-            (arch, sched), (self._data.reference, self._labels.reference_codes[rows], np.asarray(self._data.genes)),
+            (arch, sched), (tensors[0].cpu().numpy(), self._labels.reference_codes[rows], np.asarray(self._data.genes)),
             seed=self.seed, device=self.device,
         )
         networks = {"G2": self.G2} if self.G1 is None else {"G1": self.G1, "G2": self.G2}
@@ -327,7 +329,7 @@ class STGNET(BaseImputer):
         self._spatial_sample = row_sample(self.paired.n_cells, self.schedule.spatial_cells, self.seed, "spatial_sample")
         self._reference_sample = row_sample(self.paired.n_reference, self.schedule.reference_cells, self.seed,
                                             "reference_sample")
-        self._data = prepare(self.paired, self.architecture, self._spatial_sample, self._reference_sample)
+        self._data = prepare(self.paired, self.architecture, self._spatial_sample)
         self._pixels = self._data.side ** 2
 
     def _fit(self) -> None:
