@@ -13,6 +13,7 @@ from anndata.tests.helpers import assert_equal
 import spatialimpute as si
 from spatialimpute._validation import SpatialImputeInputError, SpatialImputeWarning, prepare_pair
 from spatialimpute.data.normalize import log_normalize
+from spatialimpute.data.panel import PanelMatrix
 
 
 def _error(spatial, reference, match, **kwargs):
@@ -308,6 +309,29 @@ def test_counts_are_kept_only_when_asked_and_the_inputs_stay_untouched(pair):
     assert held.spatial_counts is None and held.spatial_X.shape == (5, without.n_features - 2)
     np.testing.assert_array_equal(spatial.X, before[0])
     np.testing.assert_array_equal(reference.X, before[1])
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr", "csc"])
+def test_reference_counts_are_read_on_demand_and_folds_get_a_compact_copy(pair, layout):
+    """The reference's counts (methods that read counts) are the input's values of the kept
+    cells and the paired genes, read from the input, not a second copy of the reference; a
+    fold of the inner cross-validation holds only its own columns."""
+    spatial, reference, _ = pair
+    dense = np.asarray(reference.X.toarray() if sp.issparse(reference.X) else reference.X, dtype=np.float32)
+    dense[3] = 0.0  # a cell without counts is dropped
+    reference.X = {"dense": dense, "csr": sp.csr_matrix(dense), "csc": sp.csc_matrix(dense)}[layout]
+    with pytest.warns(SpatialImputeWarning, match="no counts"):
+        p = prepare_pair(spatial, reference)
+    columns = reference.var_names.get_indexer(p.feature_genes + p.target_genes)
+    expected = dense[np.flatnonzero(dense.sum(axis=1) > 0)][:, columns]
+    assert isinstance(p.reference_counts, PanelMatrix) and p.reference_counts.shape == expected.shape
+    np.testing.assert_array_equal(np.asarray(p.reference_counts), expected)
+    np.testing.assert_array_equal(p.reference_counts[np.array([9, 2])], expected[[9, 2]])
+    fold = p.hold_out_features(np.array([4, 1]))
+    order = np.concatenate([np.setdiff1d(np.arange(p.n_features), [1, 4]), [1, 4]])
+    np.testing.assert_array_equal(np.asarray(fold.reference_counts), expected[:, order])
+    assert fold.reference_counts._matrix.shape == (expected.shape[0], p.n_features)  # not the whole reference
+    np.testing.assert_array_equal(dense, np.asarray(reference.X.toarray() if sp.issparse(reference.X) else reference.X))
 
 
 @pytest.mark.parametrize("layout", ["dense", "csr", "csc"])
