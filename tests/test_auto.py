@@ -149,6 +149,21 @@ def test_auto_blocks_and_zarr_match_memory(pair, tmp_path):
     np.testing.assert_allclose(np.asarray(stored.layers["lower"]), whole.layers["lower"], rtol=1e-5, atol=1e-6)
 
 
+def test_auto_scans_each_member_over_the_cells_its_own_rule_picks(pair, monkeypatch):
+    """A member's global statistics (stImpute's blend maxima) come from the cells its own
+    ``_scan_cells`` picks (a sample on large data), as when it runs alone, not from every cell."""
+    train, reference, held, _ = pair
+    model = si.AutoImpute(train, reference, genes=held[:3], library_size_key="library_size", members=("stimpute",),
+                          num_threads=1).train()
+    member = model._members["stimpute"]
+    picked, seen, scan = np.arange(0, train.n_obs, 3), [], member._scan_block
+    monkeypatch.setattr(member, "_scan_cells", lambda order, size: picked)
+    monkeypatch.setattr(member, "_scan_block", lambda cells: seen.append(np.array(cells)) or scan(cells))
+    model._cache.pop("member_stats")
+    model._member_stats()
+    np.testing.assert_array_equal(np.concatenate(seen), picked)
+
+
 def test_auto_warns_when_blocks_repeat_their_neighbours_work(pair):
     """Cells in no spatial order: every block needs its members' rows of far more cells
     than its own (their spatial neighbours), and the user is told to sort them; sorted by

@@ -183,14 +183,16 @@ class AutoImpute(BaseImputer):
         self._combined_sd = gene_moments(z)[1]
 
     def _member_stats(self) -> dict:
-        """Each member's global prediction statistics (a scan over all cells, once per process)."""
+        """Each member's global prediction statistics, scanned over the cells the member's own
+        rule picks (:meth:`_scan_cells`, e.g. stImpute's sample), once per process."""
         if "member_stats" not in self._cache:
             n, stats = self.paired.n_cells, {}
+            size = default_block_size(n, self.paired.n_targets)
             for name, model in self._members.items():
                 if model._has_scan():
-                    size = default_block_size(n, self.paired.n_targets)
-                    stats[name] = model._merge_scans([model._scan_block(np.arange(s, min(n, s + size)))
-                                                      for s in range(0, n, size)])
+                    cells = model._scan_cells(np.arange(n), size)
+                    stats[name] = model._merge_scans([model._scan_block(cells[s:s + size])
+                                                      for s in range(0, cells.size, size)])
                 else:
                     stats[name] = None
             self._cache["member_stats"] = stats
