@@ -187,14 +187,18 @@ def test_si_impute_and_cli_write_an_anndata_store(pair, tmp_path, capsys):
 
 
 def test_spatial_order_makes_runs_of_cells_compact_patches():
-    """A shuffled 64 x 64 grid: after ordering, every run of 256 cells is one 16 x 16 square;
-    sections come whole, in the order they first appear."""
+    """A shuffled 64 x 64 grid and a 256 x 16 strip: after ordering, every run of 256 cells is
+    one 16 x 16 square; sections come whole, in the order they first appear."""
     grid = np.stack(np.meshgrid(np.arange(64), np.arange(64), indexing="ij"), -1).reshape(-1, 2).astype(float)
     rng = np.random.default_rng(0)
     coords = grid[rng.permutation(len(grid))]
     order = si.spatial_order(coords)
     assert sorted(order.tolist()) == list(range(len(coords)))
     for run in coords[order].reshape(-1, 256, 2):
+        assert (np.ptp(run, axis=0) == 15).all()
+    strip = np.stack(np.meshgrid(np.arange(256), np.arange(16), indexing="ij"), -1).reshape(-1, 2).astype(float)
+    strip = strip[rng.permutation(len(strip))]  # a long strip of tissue: runs are still squares, not strips
+    for run in strip[si.spatial_order(strip)].reshape(-1, 256, 2):
         assert (np.ptp(run, axis=0) == 15).all()
     sections = np.where(coords[:, 0] < 20, "left", "right")
     by_section = si.spatial_order(coords, sections)

@@ -22,9 +22,11 @@ _BITS = 16
 def spatial_order(coords: np.ndarray, sample_ids=None) -> np.ndarray:
     """Cell indices sorted by section, then along a Z-order (Morton) curve of their coordinates.
 
-    Within a section the coordinates are snapped to a ``2**16`` grid per axis and the bits
-    of the axes are interleaved, so cells close in the order are close in the tissue:
-    every aligned square of ``4**j`` grid cells is one run of the order.
+    Within a section the coordinates are snapped to a grid of square cells (``2**16`` along
+    the section's longest axis, the same physical size on every axis) and the bits of the
+    axes are interleaved, so cells close in the order are close in the tissue: every aligned
+    square of ``4**j`` grid cells (cube of ``8**j`` in 3D) is one run of the order, on a long
+    strip of tissue as on a square one.
 
     Parameters
     ----------
@@ -66,9 +68,10 @@ def _first_seen_codes(sample_ids) -> np.ndarray:
 
 
 def _morton(coords: np.ndarray) -> np.ndarray:
-    """Z-order keys (uint64) of coordinates snapped to a ``2**_BITS`` grid per axis."""
-    low, span = coords.min(axis=0), np.ptp(coords, axis=0)
-    grid = ((coords - low) / np.where(span > 0, span, 1.0) * (2**_BITS - 1)).astype(np.uint64)
+    """Z-order keys (uint64) of coordinates snapped to a grid of square cells, ``2**_BITS``
+    along the longest axis (one scale for every axis, so runs are squares, not strips)."""
+    low, span = coords.min(axis=0), float(np.ptp(coords, axis=0).max(initial=0.0))
+    grid = ((coords - low) / (span if span > 0 else 1.0) * (2**_BITS - 1)).astype(np.uint64)
     dims = coords.shape[1]
     key = np.zeros(coords.shape[0], dtype=np.uint64)
     for bit in range(_BITS):

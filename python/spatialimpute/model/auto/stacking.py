@@ -32,8 +32,10 @@ def gene_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def zscores(values: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """``(values - mean) / sd`` column-wise, float32."""
-    return ((np.asarray(values, dtype=np.float64) - mean) / sd).astype(np.float32)
+    """``(values - mean) / sd`` column-wise, computed in float32 (no float64 copy of ``values``)."""
+    out = np.asarray(values, dtype=np.float32) - np.asarray(mean, dtype=np.float32)
+    out *= (1.0 / np.asarray(sd, dtype=np.float64)).astype(np.float32)
+    return out
 
 
 def stack_weights(truth: np.ndarray, predictions: list[np.ndarray]) -> np.ndarray:
@@ -98,7 +100,8 @@ def combine(predictions: Iterable[np.ndarray], means: list[np.ndarray], sds: lis
     out = None
     for values, mean, sd, w in zip(predictions, means, sds, weights):
         if w > 0:
-            part = w * zscores(values, mean, sd)
+            part = zscores(values, mean, sd)
+            part *= np.float32(w)
             if out is None:
                 out = part
             else:
