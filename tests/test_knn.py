@@ -51,10 +51,20 @@ def test_joint_embedding_subsampled_pca_and_blockwise_projection(monkeypatch):
 
 def test_spatial_knn_excludes_self_even_with_duplicates():
     coords = np.array([[0, 0], [0, 0], [1, 0], [5, 5], [5, 6.0]])
-    idx, dist = spatial_knn(coords, 2)
+    idx = spatial_knn(coords, 2)
     assert idx.shape == (5, 2)
     assert not (idx == np.arange(5)[:, None]).any()
-    assert set(idx[0]) == {1, 2} and dist[0, 0] == 0
+    assert set(idx[0]) == {1, 2} and idx[0, 0] == 1
+
+
+def test_spatial_knn_in_query_chunks_equals_brute_force(monkeypatch):
+    monkeypatch.setattr(knn_module, "_SPATIAL_QUERY_ROWS", 7)  # many chunks, the last one partial
+    coords = np.random.default_rng(3).uniform(0, 10, size=(50, 2))
+    idx = spatial_knn(coords, 4)
+    distances = np.linalg.norm(coords[:, None] - coords[None], axis=2)
+    np.fill_diagonal(distances, np.inf)
+    np.testing.assert_array_equal(idx, np.argsort(distances, axis=1)[:, :4])
+    assert idx.dtype == np.int32
 
 
 def test_weighted_mean_equals_dense_gather():
@@ -125,7 +135,7 @@ def test_save_load_round_trip(small_pair, tmp_path):
 
 def test_morans_i_and_ridge_reliability():
     coords = np.stack(np.meshgrid(np.arange(20), np.arange(20)), -1).reshape(-1, 2).astype(float)
-    idx, _ = spatial_knn(coords, 4)
+    idx = spatial_knn(coords, 4)
     smooth = coords[:, :1]
     noise = np.random.default_rng(0).normal(size=(400, 1))
     i = morans_i(np.hstack([smooth, noise, np.ones((400, 1))]), idx)

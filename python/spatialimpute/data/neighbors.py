@@ -76,8 +76,20 @@ def knn_cosine(query, reference, k: int, *, device: torch.device | str = "cpu", 
     return out_idx, out_dist
 
 
-def spatial_knn(coords: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+#: Cells per KD-tree query of :func:`spatial_knn` (bounds its working memory, not its result).
+_SPATIAL_QUERY_ROWS = 65_536
+
+
+def index_dtype(n: int) -> type:
+    """The smallest integer type (int32 or int64) that indexes ``n`` rows."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+def spatial_knn(coords: np.ndarray, k: int) -> np.ndarray:
     """Exact Euclidean k-nearest neighbours of each cell among the other cells (KD-tree).
+
+    The tree is queried in chunks of cells, so the working memory beyond the result is a
+    chunk's.
 
     Parameters
     ----------
@@ -88,23 +100,27 @@ def spatial_knn(coords: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    indices : numpy.ndarray
-        int64 (n_cells, k), nearest first, excluding the cell itself.
-    distances : numpy.ndarray
-        float64 (n_cells, k).
+    numpy.ndarray
+        Indices (n_cells, k), int32 below 2**31 cells (:func:`index_dtype`), nearest first,
+        excluding the cell itself.
     """
     from scipy.spatial import cKDTree
 
-    k_eff = min(int(k), coords.shape[0] - 1)
+    n = coords.shape[0]
+    k_eff = min(int(k), n - 1)
+    indices = np.empty((n, max(k_eff, 0)), dtype=index_dtype(n))
     if k_eff < 1:
-        return np.zeros((coords.shape[0], 0), dtype=np.int64), np.zeros((coords.shape[0], 0))
-    dist, idx = cKDTree(coords).query(coords, k=k_eff + 1)
-    # Duplicate coordinates can put the cell itself anywhere among ties: drop it explicitly.
-    own = idx == np.arange(coords.shape[0])[:, None]
-    drop_last = ~own.any(axis=1)
-    own[drop_last, -1] = True
-    keep = ~own
-    return idx[keep].reshape(-1, k_eff).astype(np.int64), dist[keep].reshape(-1, k_eff)
+        return indices
+    tree = cKDTree(coords)
+    for start in range(0, n, _SPATIAL_QUERY_ROWS):
+        stop = min(n, start + _SPATIAL_QUERY_ROWS)
+        idx = tree.query(coords[start:stop], k=k_eff + 1)[1]
+        # Duplicate coordinates can put the cell itself anywhere among ties: drop it explicitly.
+        own = idx == np.arange(start, stop)[:, None]
+        own[~own.any(axis=1), -1] = True
+        keep = ~own
+        indices[start:stop] = idx[keep].reshape(-1, k_eff)
+    return indices
 
 
 def weighted_neighbor_mean(indices: torch.Tensor, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

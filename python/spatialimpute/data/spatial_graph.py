@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-from .neighbors import spatial_knn
+from .neighbors import index_dtype, spatial_knn
 
 
 def _check_coords(coords: np.ndarray) -> np.ndarray:
@@ -129,18 +129,22 @@ def spatial_radius_graph(coords: np.ndarray, target_degree: float = 4.0,
 
 
 def section_knn(coords: np.ndarray, k: int, sample_ids=None) -> np.ndarray:
-    """The ``k`` nearest other cells of each cell within its own section (int64, nearest first).
+    """The ``k`` nearest other cells of each cell within its own section (nearest first).
 
-    ``k`` is capped at the smallest section's size minus one so that every row has the same
-    length; a cell alone in its section lists itself.
+    Integer type of :func:`~spatialimpute.data.neighbors.index_dtype` (int32 below 2**31
+    cells). ``k`` is capped at the smallest section's size minus one so that every row has
+    the same length; a cell alone in its section lists itself.
     """
     coords = np.asarray(coords, dtype=np.float64)
     groups = sections(coords.shape[0], sample_ids)
     k_eff = max(1, min(int(k), max(g.size for g in groups) - 1, *(g.size - 1 for g in groups if g.size > 1)))
-    out = np.repeat(np.arange(coords.shape[0])[:, None], k_eff, axis=1)
+    if len(groups) == 1 and groups[0].size > 1:  # one section: its cells in order
+        return spatial_knn(coords, k_eff)
+    dtype = index_dtype(coords.shape[0])
+    out = np.repeat(np.arange(coords.shape[0], dtype=dtype)[:, None], k_eff, axis=1)
     for g in groups:
         if g.size > 1:
-            out[g] = g[spatial_knn(coords[g], k_eff)[0]]
+            out[g] = g.astype(dtype)[spatial_knn(coords[g], k_eff)]
     return out
 
 
