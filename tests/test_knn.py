@@ -113,6 +113,16 @@ def test_planted_answer_recovery(small_pair):
     assert prov["feature_genes"] == list(spatial.var_names)
 
 
+def test_neighbours_of_a_larger_search_average_as_a_smaller_model(small_pair):
+    """What lets auto's kNN members share one search: the first k of 50 neighbours are the k nearest."""
+    spatial, reference, _ = small_pair
+    wide = KNNImpute(spatial, reference, k=50, reliability=False, num_threads=1).train()
+    cells = np.arange(spatial.n_obs)
+    for weighting in ("uniform", "similarity"):
+        narrow = KNNImpute(spatial, reference, k=15, weighting=weighting, reliability=False, num_threads=1).train()
+        np.testing.assert_array_equal(narrow.average(*wide.neighbors(cells, 50)), narrow.impute().X)
+
+
 def test_same_seed_same_output(small_pair):
     spatial, reference, _ = small_pair
     a = si.impute(spatial, reference, method="knn", seed=5)

@@ -63,12 +63,20 @@ class KNNImpute(BaseImputer):
 
     def _predict_block(self, cells: np.ndarray, stats) -> np.ndarray:
         """Weighted mean of the target genes over the neighbours of ``cells``, found for the block."""
+        return self.average(*self.neighbors(cells, self.architecture.k))
+
+    def neighbors(self, cells: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` nearest reference cells of the spatial ``cells`` in the joint space (indices, cosine
+        distances; nearest first, so the first ``j`` columns are the ``j`` nearest)."""
+        return self._joint.search(self.paired.spatial_X[cells], min(k, self.paired.n_reference), self.device)
+
+    def average(self, indices: torch.Tensor, distances: torch.Tensor) -> np.ndarray:
+        """The target genes averaged over the ``k`` first neighbours with this model's weighting."""
         if "targets" not in self._cache:  # the reference's target genes: on the CPU a view, not a copy
             self._cache["targets"] = torch.as_tensor(self.paired.reference_targets, device=self.device)
         k = min(self.architecture.k, self.paired.n_reference)
-        indices, distances = self._joint.search(self.paired.spatial_X[cells], k, self.device)
-        weights = neighbor_weights(distances, self.architecture.weighting)
-        return weighted_neighbor_mean(indices, weights, self._cache["targets"]).cpu().numpy()
+        weights = neighbor_weights(distances[:, :k], self.architecture.weighting)
+        return weighted_neighbor_mean(indices[:, :k], weights, self._cache["targets"]).cpu().numpy()
 
     def _reliability(self, prediction) -> np.ndarray:
         p = self.architecture

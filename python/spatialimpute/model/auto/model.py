@@ -14,6 +14,7 @@ from ...data.normalize import column_moments
 from ...data.spatial_graph import section_knn
 from ...reliability import DESCRIPTORS, gene_descriptors
 from .._base import BaseImputer
+from ..knn import KNNImpute
 from ..registry import get_method
 from .config import AutoArchitecture, AutoSchedule, Candidate, candidates
 from .._blocks import default_block_size
@@ -200,9 +201,21 @@ class AutoImpute(BaseImputer):
 
     def _combine_z(self, cells: np.ndarray) -> np.ndarray:
         """The members' weighted z-score sum for ``cells``, one member's rows held at a time."""
-        names, stats = [c.name for c in self._candidates], self._member_stats()
-        rows = (self._members[n]._block_rows(cells, stats[n])["X"] for n in names)
-        return combine(rows, [self._scales[n][0] for n in names], [self._scales[n][1] for n in names], self._weights)
+        names = [c.name for c in self._candidates]
+        return combine(self._member_rows(cells, names), [self._scales[n][0] for n in names],
+                       [self._scales[n][1] for n in names], self._weights)
+
+    def _member_rows(self, cells: np.ndarray, names: list[str]):
+        """Each member's rows of ``cells`` in turn. The kNN members (the grid's neighbourhood sizes
+        and weightings, fitted in one joint space) share one search for the largest ``k``."""
+        stats = self._member_stats()
+        knn = [n for n in names if isinstance(self._members[n], KNNImpute)]
+        shared = None
+        if len(knn) > 1 and len({self._members[n].architecture.n_components for n in knn}) == 1:
+            shared = self._members[knn[0]].neighbors(cells, max(self._members[n].architecture.k for n in knn))
+        for n in names:
+            member = self._members[n]
+            yield member.average(*shared) if shared is not None and n in knn else member._block_rows(cells, stats[n])["X"]
 
     def _fit_reliability(self, heldout, graph, names, preds, final, combined, agreement) -> None:
         """Gene reliability (ensemble and members) and the per-cell interval quantiles.
