@@ -151,21 +151,23 @@ def test_auto_blocks_and_zarr_match_memory(pair, tmp_path):
 
 @pytest.mark.slow
 def test_auto_through_a_distributed_cluster_writes_the_same_store(pair, tmp_path):
+    """Also: the cells are not in spatial order, and the user sees the warning, not the workers' logs."""
     distributed = pytest.importorskip("distributed")
     train, reference, held, _ = pair
-    ordered = train[si.spatial_order(train.obsm["spatial"])].copy()
-    model = si.AutoImpute(ordered, reference, genes=held, library_size_key="library_size",
+    model = si.AutoImpute(train, reference, genes=held, library_size_key="library_size",
                           members=("knn", "stimpute"), num_threads=1).train()
     whole = model.impute()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   host="127.0.0.1") as cluster, distributed.Client(cluster) as client:
-        stored = model.impute(tmp_path / "out.zarr", block_size=128, scheduler=client)
+        with pytest.warns(SpatialImputeWarning, match="not in spatial order"):
+            stored = model.impute(tmp_path / "out.zarr", block_size=128, scheduler=client)
         assert len(client.has_what()) == 2
     assert stored.uns["spatialimpute"]["prediction"]["scheduler"].startswith("distributed:")
     for layer in (None, "lower", "upper"):
         a = stored.X if layer is None else stored.layers[layer]
         b = whole.X if layer is None else whole.layers[layer]
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+        # float32 sums over other sets of rows (blocks of 128 cells against one block) differ in the last digits
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     # the members' agreement is summed over blocks in the order the workers return them
     np.testing.assert_allclose(stored.var["reliability"], whole.var["reliability"], atol=1e-6)
 

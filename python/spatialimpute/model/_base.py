@@ -280,6 +280,7 @@ class BaseImputer:
         apply_num_threads(self.num_threads)
         order = np.arange(n) if self._output_order is None else self._output_order
         blocks = [order[s:s + block_size] for s in range(0, n, block_size)]
+        self._check_blocks(blocks)
         rows_of = np.empty(n, dtype=np.int64)  # output row of each cell (model order)
         rows_of[order] = np.arange(n)
         start = time.perf_counter()
@@ -334,6 +335,10 @@ class BaseImputer:
             return anndata.AnnData(X=X, obs=obs, var=var, obsm=obsm, uns=uns, layers=matrices)
         store.finish(obs, var, obsm, uns)
         return read_lazy(out)
+
+    def _check_blocks(self, blocks: list[np.ndarray]) -> None:
+        """Checks of the blocks that run in the calling process before any block is dispatched
+        (none here; a method whose blocks depend on the cell order warns here)."""
 
     def _has_scan(self) -> bool:
         return type(self)._scan_block is not BaseImputer._scan_block

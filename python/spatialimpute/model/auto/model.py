@@ -262,23 +262,32 @@ class AutoImpute(BaseImputer):
                                      section_knn(p.coords, SPREAD_NEIGHBORS, p.sample_ids))
         return self._cache["graphs"]
 
-    def _predict_block(self, cells: np.ndarray, stats):
-        """The refined combination for ``cells`` (and its interval), from the members' rows of the cells and their neighbours."""
+    def _rows_needed(self, cells: np.ndarray) -> np.ndarray:
+        """The cells whose members' rows a block of ``cells`` needs: its own and their spatial neighbours."""
         smooth_graph, spread_graph = self._graphs()
         needed = [cells]
         if smooth_graph is not None:
             needed.append(smooth_graph[cells].ravel())
         if self.architecture.reliability:
             needed.append(spread_graph[cells].ravel())
-        rows_of = np.unique(np.concatenate(needed))
-        if rows_of.size > 2 * cells.size and "order_warned" not in self._cache:
-            self._cache["order_warned"] = True
-            warnings.warn(f"auto: a block of {cells.size} cells needed its members' predictions of {rows_of.size} cells "
+        return np.unique(np.concatenate(needed))
+
+    def _check_blocks(self, blocks: list[np.ndarray]) -> None:
+        """Warn, in the calling process (a cluster's workers would keep the warning), when the
+        first block needs the members' rows of more than twice its cells."""
+        rows = self._rows_needed(blocks[0]).size
+        if rows > 2 * blocks[0].size:
+            warnings.warn(f"auto: a block of {blocks[0].size} cells needs its members' predictions of {rows} cells "
                           "(the block's cells and their spatial neighbours): the cells are not in spatial order, so "
                           "every block repeats its neighbours' work. Sorting the cells by position first, "
                           "spatial = spatial[si.spatial_order(spatial.obsm['spatial'])] (several sections: pass "
                           "their obs column as sample_ids), limits that work to the blocks' borders.",
-                          SpatialImputeWarning, stacklevel=2)
+                          SpatialImputeWarning, stacklevel=3)
+
+    def _predict_block(self, cells: np.ndarray, stats):
+        """The refined combination for ``cells`` (and its interval), from the members' rows of the cells and their neighbours."""
+        smooth_graph, spread_graph = self._graphs()
+        rows_of = self._rows_needed(cells)
         mean, sd = self._scales[self._anchor]
         combined = (mean + sd * self._combine_z(rows_of) / self._combined_sd).astype(np.float32)
         local = np.searchsorted(rows_of, cells)
