@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.optimize
 
 import spatialimpute as si
 from spatialimpute._stats import spearman_columns
@@ -14,7 +15,7 @@ from spatialimpute.data.normalize import library_sizes, log_normalize
 from spatialimpute.model.auto import ensemble_summary
 from spatialimpute.model.auto.intervals import conformal_quantile
 from spatialimpute.model.auto.refine import choose_smoothing
-from spatialimpute.model.auto.stacking import combine, gene_moments, member_agreement, stack_weights
+from spatialimpute.model.auto.stacking import combine, gene_bags, gene_moments, member_agreement, stack_weights
 
 FAST = {"members": ("knn",), "num_threads": 1}
 
@@ -54,6 +55,25 @@ def test_stacking_drops_negligible_members_and_refits_the_others():
     assert w[1] == 0.0
     np.testing.assert_allclose(w[[0, 2]], stack_weights(truth, [good, other]))
     assert w[2] > 0.1
+
+
+def test_stacking_averages_the_pooled_fits_of_bootstrap_samples_of_genes():
+    """Checked against a direct fit: each bag's genes (repeated as drawn) pooled into one
+    least-squares design, solved by NNLS, normalised, averaged over the bags."""
+    rng = np.random.default_rng(3)
+    truth = rng.normal(size=(120, 12))
+    preds = [truth + rng.normal(scale=s, size=truth.shape) for s in (0.8, 1.2, 2.0)]
+    preds[1][:, :4] = rng.normal(size=(120, 4))  # the second member misses four genes
+    z = lambda x: (x - x.mean(0)) / x.std(0)  # noqa: E731
+    expected = []
+    for counts in gene_bags(truth.shape[1], seed=7):
+        genes = np.repeat(np.arange(truth.shape[1]), counts)
+        design = np.stack([z(p)[:, genes].ravel() for p in preds], axis=1)
+        w, _ = scipy.optimize.nnls(design, z(truth)[:, genes].ravel())
+        expected.append(w / w.sum())
+    expected = np.mean(expected, axis=0)
+    assert expected.min() > 0.05  # every member keeps weight, so no refit enters the comparison
+    np.testing.assert_allclose(stack_weights(truth, preds, seed=7), expected / expected.sum(), atol=1e-4)
 
 
 def test_member_agreement_is_the_weighted_mean_correlation():

@@ -89,7 +89,7 @@ class AutoImpute(BaseImputer):
         names = list(heldout.predictions)
         truth = heldout.truth
         preds = [heldout.predictions[n] for n in names]
-        weights = stack_weights(truth, preds)
+        weights = stack_weights(truth, preds, seed=self.seed)
         moments = [gene_moments(x) for x in preds]
         anchor = int(np.argmax(weights))
         combined_z = combine(preds, [m for m, _ in moments], [s for _, s in moments], weights)

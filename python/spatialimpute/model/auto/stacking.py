@@ -5,8 +5,9 @@ deviation over cells (z-scores), so that members whose outputs are shrunk (wide
 neighbourhoods) or shifted count by their ranking of cells, not their spread. The weights
 minimise the squared error between the weighted sum of the members' z-scores and the
 measured z-scores of the held-out panel genes, pooled over genes and cells, under
-non-negativity (an NNLS on the members' Gram matrix). The combination is mapped back to the
-log-normalised scale of the member with the largest weight.
+non-negativity (an NNLS on the members' Gram matrix), averaged over bootstrap samples of the
+genes. The combination is mapped back to the log-normalised scale of the member with the
+largest weight.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from ...data.normalize import column_moments
 #: every prediction block, so it gets weight 0 and the other weights are fitted again.
 MIN_WEIGHT = 0.01
 
+#: Bootstrap samples of the genes whose NNLS weights :func:`stack_weights` averages.
+GENE_BAGS = 50
+
 
 def gene_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation (a constant column gets standard deviation 1),
@@ -38,11 +42,14 @@ def zscores(values: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return out
 
 
-def stack_weights(truth: np.ndarray, predictions: list[np.ndarray]) -> np.ndarray:
+def stack_weights(truth: np.ndarray, predictions: list[np.ndarray], seed: int = 0) -> np.ndarray:
     """Non-negative weights (summing to 1) of the members' z-scored predictions.
 
-    Members whose weight would be under :data:`MIN_WEIGHT` get 0, and the others' weights
-    are fitted again without them (repeatedly, until every weight is 0 or at least that).
+    The weights are the mean of the NNLS fits on :data:`GENE_BAGS` bootstrap samples of the
+    genes: the genes to impute are other genes than these, so the weights' variance over the
+    genes is the one to average out. Members whose weight would be under :data:`MIN_WEIGHT`
+    get 0, and the others' weights are fitted again without them (repeatedly, until every
+    weight is 0 or at least that).
 
     Parameters
     ----------
@@ -50,31 +57,46 @@ def stack_weights(truth: np.ndarray, predictions: list[np.ndarray]) -> np.ndarra
         Measured values, cells x genes.
     predictions
         One held-out prediction per member, each the shape of ``truth``.
+    seed
+        Seed of the bootstrap samples.
     """
     z_truth = zscores(truth, *gene_moments(truth)).astype(np.float64)
     z = [zscores(p, *gene_moments(p)).astype(np.float64) for p in predictions]
-    m = len(z)
-    gram = np.empty((m, m))
-    target = np.empty(m)
+    m, n_genes = len(z), z_truth.shape[1]
+    gram = np.empty((n_genes, m, m))  # per gene, so that a bag of genes sums its genes' terms
+    target = np.empty((n_genes, m))
     for i in range(m):
-        target[i] = np.vdot(z[i], z_truth)
+        target[:, i] = np.einsum("cg,cg->g", z[i], z_truth)
         for j in range(i, m):
-            gram[i, j] = gram[j, i] = np.vdot(z[i], z[j])
-    gram += 1e-6 * np.trace(gram) / m * np.eye(m)  # members can be collinear (kNN grid)
+            gram[:, i, j] = gram[:, j, i] = np.einsum("cg,cg->g", z[i], z[j])
+    bags = gene_bags(n_genes, seed)
     kept = np.arange(m)
     while True:
-        upper = np.linalg.cholesky(gram[np.ix_(kept, kept)]).T
-        fitted, _ = nnls(upper, np.linalg.solve(upper.T, target[kept]))
-        if fitted.sum() <= 0:  # no member agrees with the measurement: fall back to equal weights
-            return np.ones(m) / m
-        fitted /= fitted.sum()
+        fitted = np.mean([_nnls_weights(np.tensordot(bag, gram[:, kept][:, :, kept], axes=1),
+                                        bag @ target[:, kept]) for bag in bags], axis=0)
         negligible = (fitted > 0) & (fitted < MIN_WEIGHT)
         if not negligible.any():
             break
         kept = kept[~negligible]
     weights = np.zeros(m)
-    weights[kept] = fitted
+    weights[kept] = fitted / fitted.sum()
     return weights
+
+
+def gene_bags(n_genes: int, seed: int) -> np.ndarray:
+    """How often each gene is drawn in each of :data:`GENE_BAGS` bootstrap samples of the
+    genes (bags x genes counts, each row summing to ``n_genes``)."""
+    return np.random.default_rng(seed).multinomial(n_genes, np.full(n_genes, 1.0 / n_genes), size=GENE_BAGS)
+
+
+def _nnls_weights(gram: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """NNLS weights normalised to sum to 1 from a Gram matrix and its target (equal weights
+    when no member agrees with the measurement)."""
+    m = len(target)
+    gram = gram + 1e-6 * np.trace(gram) / m * np.eye(m)  # members can be collinear (kNN grid)
+    upper = np.linalg.cholesky(gram).T
+    fitted, _ = nnls(upper, np.linalg.solve(upper.T, target))
+    return fitted / fitted.sum() if fitted.sum() > 0 else np.full(m, 1.0 / m)
 
 
 def member_agreement(combined_sd: np.ndarray, weights: np.ndarray) -> np.ndarray:
