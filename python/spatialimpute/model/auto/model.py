@@ -214,8 +214,10 @@ class AutoImpute(BaseImputer):
         if len(knn) > 1 and len({self._members[n].architecture.n_components for n in knn}) == 1:
             shared = self._members[knn[0]].neighbors(cells, max(self._members[n].architecture.k for n in knn))
         for n in names:
-            member = self._members[n]
-            yield member.average(*shared) if shared is not None and n in knn else member._block_rows(cells, stats[n])["X"]
+            if shared is not None and n in knn:
+                yield self._members[n].average(*shared)
+            else:
+                yield self._members[n]._block_rows(cells, stats[n])["X"]
 
     def _fit_reliability(self, heldout, graph, names, preds, final, combined, agreement) -> None:
         """Gene reliability (ensemble and members) and the per-cell interval quantiles.
