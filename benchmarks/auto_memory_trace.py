@@ -40,9 +40,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     si.settings.progress = False
-    spatial, reference = A.simulate(args.cells, 50_000, 5_000, 300)
-    if args.cell_order == "spatial":
-        spatial = spatial[si.spatial_order(spatial.obsm["spatial"])].copy()
+    spatial, reference = A.inputs(args.cells, 50_000, 5_000, 300, args.cell_order)
     marks, t0 = [], [time.perf_counter()]
 
     def mark(name: str) -> None:
