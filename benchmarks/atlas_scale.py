@@ -67,8 +67,8 @@ def simulate(n_cells: int, n_reference: int, n_genes: int, n_panel: int):
 def inputs(n_cells: int, n_reference: int, n_genes: int, n_panel: int, cell_order: str):
     """The simulated pair, the spatial cells sorted by :func:`si.spatial_order` for ``cell_order="spatial"``.
 
-    The heap the sort's copy freed is handed back to the operating system (a 1,000,000-cell
-    sort left 1.28 GB of freed heap resident), so that the RSS then measured is the inputs'.
+    The heap the sort's copy freed is handed back to the operating system, so that the RSS
+    then measured is the inputs' (docs/notes/atlas.md, twenty-third session).
     """
     import gc
 
