@@ -23,9 +23,8 @@ def release_freed_memory() -> None:
     """Return free heap pages to the OS (glibc ``malloc_trim(0)``); a no-op elsewhere.
 
     A long CPU loop that allocates and frees large tensors leaves the freed pages in
-    glibc's heap, where they count as resident memory: STGNET's stage 5 on 100k simulated
-    cells (101 epochs) peaked at 5.5 GiB resident without this and at 2.6 GiB with it, for
-    the same live tensors.
+    glibc's heap, where they count as resident memory (docs/notes/stgnet.md, "Freed heap
+    pages").
     """
     trim = _malloc_trim()
     if trim is not None:
