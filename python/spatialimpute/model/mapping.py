@@ -2,8 +2,8 @@
 
 Each spatial cell gets mapping weights over clusters of reference cells (metacells from
 k-means of the panel genes, split along the reference's labels when it has some), optimised
-so that the mapped panel agrees with the measured panel gene-wise and cell-wise; the target
-genes are the mapping applied to the clusters' mean log-normalised expression.
+so that each mapped panel gene's pattern over the cells agrees with the measured one; the
+target genes are the mapping applied to the clusters' mean log-normalised expression.
 """
 
 from __future__ import annotations
@@ -41,30 +41,20 @@ class MappingArchitecture(Config):
     ``clusters``: how the reference is clustered: ``"kmeans"`` (k-means of the panel
     genes), ``"labels"`` (k-means within each reference label, clusters shared out by label
     size; needs ``reference_labels_key``) or ``"auto"`` (labels when the reference has
-    them); ``n_components``: PCA size of the panel genes for k-means;
-    ``gene_weight``, ``cell_weight``: weights of the gene-wise and cell-wise cosine
-    similarity in the loss; ``normalize``: ``"cluster"`` (Tangram's direction: each cluster
-    spreads its share of the reference over the spatial cells, so cells receive different
-    total weight, about 1 on average, which scales their imputed values) or ``"cell"``
-    (each spatial cell's weights sum to 1: its imputed values are a weighted mean of
-    cluster profiles); ``reliability``: learn per-gene reliability scores (NaN otherwise).
+    them); ``n_components``: PCA size of the panel genes for k-means; ``normalize``:
+    ``"cluster"`` (Tangram's direction: each cluster spreads its share of the reference over
+    the spatial cells, so cells receive different total weight, about 1 on average, which
+    scales their imputed values) or ``"cell"`` (each spatial cell's weights sum to 1: its
+    imputed values are a weighted mean of cluster profiles); ``reliability``: learn per-gene
+    reliability scores (NaN otherwise).
     """
 
     n_clusters: int | None = integer(None, minimum=1, optional=True)
     max_clusters: int = integer(128, minimum=1)
     clusters: str = choice("auto", ("auto", "kmeans", "labels"))
     n_components: int = integer(30, minimum=1)
-    gene_weight: float = number(1.0, minimum=0.0)
-    cell_weight: float = number(1.0, minimum=0.0)
     normalize: str = choice("cluster", ("cluster", "cell"))
     reliability: bool = boolean(True)
-
-    def _check_together(self) -> None:
-        if self.gene_weight + self.cell_weight <= 0:
-            raise SpatialImputeInputError(
-                "gene_weight, cell_weight", "at least one positive weight",
-                f"gene_weight={self.gene_weight}, cell_weight={self.cell_weight}", "e.g. gene_weight=1, cell_weight=1",
-            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +72,8 @@ class MappingImpute(BaseImputer):
 
     The reference cells are grouped into clusters (metacells) from their panel genes; each
     spatial cell gets a probability vector over the clusters (softmax of free logits),
-    optimised with Adam so that the mapped panel profiles agree with the measured ones, each
-    gene's vector over the cells and each cell's vector over the genes. Target genes are the
+    optimised with Adam so that each mapped panel gene's vector over the cells agrees with the
+    measured one (cosine similarity, Tangram's default loss). Target genes are the
     mapping weights times the clusters' mean log-normalised reference expression. Cost grows
     with cells x clusters x panel genes; the number of clusters grows as the square root of
     the reference size up to ``max_clusters``. Reliability is learnt by refitting the whole
@@ -140,9 +130,8 @@ class MappingImpute(BaseImputer):
             shares = torch.as_tensor(sizes / sizes.sum(), dtype=torch.float32, device=self.device)
         return fit_mapping(torch.as_tensor(np.ascontiguousarray(measured), dtype=torch.float32, device=self.device),
                            torch.as_tensor(profiles, dtype=torch.float32, device=self.device),
-                           steps=s.steps, lr=s.lr, batch_size=s.batch_size, gene_weight=p.gene_weight,
-                           cell_weight=p.cell_weight, shares=shares,
-                           seed=self.seed, log=self.log)
+                           steps=s.steps, lr=s.lr, batch_size=s.batch_size, shares=shares, seed=self.seed,
+                           log=self.log)
 
     # ------------------------------------------------------------------ BaseImputer API
     def _fit(self) -> None:

@@ -1,13 +1,12 @@
-"""Soft mapping of spatial cells onto reference clusters, optimised for cosine agreement.
+"""Soft mapping of spatial cells onto reference clusters, optimised for gene-wise cosine agreement.
 
 Pure torch, no AnnData: tensors in, mapping weights out. Each spatial cell ``c`` gets
 non-negative weights ``m_c`` over the reference clusters (softmaxes of free logits, over
 the clusters or, Tangram's way, over the cells: :func:`mapping_weights`); its predicted
-panel profile is ``m_c @ profiles``. The logits are optimised with Adam so that
-the predicted panel agrees with the measured one gene-wise (each gene's vector over the
-cells) and cell-wise (each cell's vector over the genes). Cells are mapped in random
-batches of at most ``batch_size`` cells, each batch on its own, so memory is bounded by a
-batch (``batch x (clusters + genes)``), never by the reference size.
+panel profile is ``m_c @ profiles``. The logits are optimised with Adam so that each gene's
+predicted vector over the cells points the way of its measured one (cosine similarity).
+Cells are mapped in random batches of at most ``batch_size`` cells, each batch on its own,
+so memory is bounded by a batch (``batch x (clusters + genes)``), never by the reference size.
 """
 
 from __future__ import annotations
@@ -22,37 +21,27 @@ class MappingProblem:
     """One batch's fixed quantities, so that each step costs ``cells x clusters x (genes + clusters)``.
 
     With ``P = M S`` (``M`` the mapping weights, ``S`` the cluster profiles) and the
-    measured ``X`` normalised once by columns (``Xg``) and by rows (``Xc``): the cell-wise
-    cosine of cell ``c`` is ``(M_c . (Xc S^T)_c) / sqrt(M_c (S S^T) M_c)`` and the gene-wise
-    cosine of gene ``g`` is ``(S_g . (M^T Xg)_g) / sqrt(S_g^T (M^T M) S_g)``: the
-    cells x genes prediction is never formed during the optimisation.
+    measured ``X`` normalised once by columns (``Xg``), the cosine of gene ``g`` is
+    ``(S_g . (M^T Xg)_g) / sqrt(S_g^T (M^T M) S_g)``: the cells x genes prediction is never
+    formed during the optimisation.
     """
 
     def __init__(self, measured: torch.Tensor, profiles: torch.Tensor):
         col = measured.norm(dim=0)
-        row = measured.norm(dim=1)
         self.gene_keep = col > _EPS  # genes with signal in this batch
-        self.cell_keep = row > _EPS  # cells with signal
         self.gene_unit = measured / col.clamp_min(_EPS)
-        self.cell_affinity = (measured / row.clamp_min(_EPS)[:, None]) @ profiles.T
-        self.gram = profiles @ profiles.T
         self.profiles = profiles
 
-    def loss(self, logits: torch.Tensor, *, gene_weight: float, cell_weight: float,
-             shares: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """``-(gene_weight * gene-wise + cell_weight * cell-wise cosine) / (gene_weight + cell_weight)``.
+    def loss(self, logits: torch.Tensor, shares: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Minus the mean gene-wise cosine similarity over the genes with signal.
 
         The weights are :func:`mapping_weights` of ``logits`` (``shares``: see there)."""
         weights = mapping_weights(logits, shares)
         S = self.profiles
-        cell_num = (weights * self.cell_affinity).sum(dim=1)
-        cell_norm = ((weights @ self.gram) * weights).sum(dim=1).clamp_min(_EPS**2).sqrt()
-        cell_sim = _masked_mean(cell_num / cell_norm, self.cell_keep)
         gene_num = (S * (weights.T @ self.gene_unit)).sum(dim=0)
         gene_norm = (S * ((weights.T @ weights) @ S)).sum(dim=0).clamp_min(_EPS**2).sqrt()
         gene_sim = _masked_mean(gene_num / gene_norm, self.gene_keep)
-        loss = -(gene_weight * gene_sim + cell_weight * cell_sim) / (gene_weight + cell_weight)
-        return loss, {"gene_similarity": float(gene_sim.detach()), "cell_similarity": float(cell_sim.detach())}
+        return -gene_sim, {"gene_similarity": float(gene_sim.detach())}
 
 
 def mapping_weights(logits: torch.Tensor, shares: torch.Tensor | None = None) -> torch.Tensor:
@@ -73,7 +62,6 @@ def _masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 def fit_mapping(measured: torch.Tensor, profiles: torch.Tensor, *, steps: int, lr: float, batch_size: int,
-                gene_weight: float = 1.0, cell_weight: float = 1.0,
                 shares: torch.Tensor | None = None, seed: int = 0, log=None) -> torch.Tensor:
     """Mapping weights ``(n_cells, n_clusters)`` of the spatial cells (see :func:`mapping_weights`).
 
@@ -87,14 +75,12 @@ def fit_mapping(measured: torch.Tensor, profiles: torch.Tensor, *, steps: int, l
         Adam steps per batch and learning rate.
     batch_size
         Cells mapped together (a random partition of the cells into near-equal batches).
-    gene_weight, cell_weight
-        See :meth:`MappingProblem.loss`.
     shares
         ``None`` or the clusters' shares of the reference: see :func:`mapping_weights`.
     seed
         Seed of the batch partition.
     log
-        ``log(name, value)`` receives the similarities of the last step of each batch.
+        ``log(name, value)`` receives the similarity of the last step of each batch.
     """
     n, n_clusters = measured.shape[0], profiles.shape[0]
     out = torch.empty((n, n_clusters), dtype=torch.float32, device=measured.device)
@@ -112,7 +98,7 @@ def fit_mapping(measured: torch.Tensor, profiles: torch.Tensor, *, steps: int, l
         with torch.enable_grad():  # also when called under no_grad (the reliability refits)
             for _ in range(steps):
                 optimizer.zero_grad(set_to_none=True)
-                loss, logged = problem.loss(logits, gene_weight=gene_weight, cell_weight=cell_weight, shares=shares)
+                loss, logged = problem.loss(logits, shares)
                 loss.backward()
                 optimizer.step()
         if log is not None:
