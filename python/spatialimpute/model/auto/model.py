@@ -40,8 +40,9 @@ class AutoImpute(BaseImputer):
        ``inner_folds`` folds; every candidate (each member; the kNN baseline as a small grid)
        is trained with a fold hidden and predicts it, on at most ``inner_cells`` cells.
     2. **Stacking** (:mod:`.stacking`): non-negative weights of the members' per-gene
-       z-scores, fitted to the held-out panel genes; members with weight 0 are not trained
-       on the full panel.
+       z-scores that maximise the combination's mean per-gene correlation with the measured
+       ranks of the held-out panel genes; members with weight 0 are not trained on the full
+       panel.
     3. **Refinement** (:mod:`.refine`): smoothing over the spatial neighbours within each
        section, with a neighbourhood size and strength (0 allowed) chosen on the held-out
        genes; then the panel genes' held-out residuals propagated to correlated genes (the
